@@ -1,0 +1,29 @@
+# Fresh machine: `make demo` or `make test` creates .venv, installs the CPU torch build first
+# (a bare `torch` requirement would pull a multi-GB CUDA build), then this project.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fxlaws demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/annotate_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

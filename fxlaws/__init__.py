@@ -1,0 +1,33 @@
+"""fxlaws: the conservation laws of a PyTorch model's gradient-flow training.
+
+    >>> import fxlaws
+    >>> from fxlaws.models import resnet18
+    >>> model = resnet18()
+    >>> ann = fxlaws.annotate(model, model.example_inputs())
+"""
+
+from .annotation import Annotation
+from .api import annotate
+from .errors import (
+    ExampleInputsError,
+    FxlawsError,
+    StaleAnnotationError,
+    UnsupportedOpError,
+    UntraceableModelError,
+)
+from .laws.family import LawFamily
+from .verify.soundness import soundness
+
+__all__ = [
+    "annotate",
+    "soundness",
+    "Annotation",
+    "LawFamily",
+    "FxlawsError",
+    "ExampleInputsError",
+    "UntraceableModelError",
+    "UnsupportedOpError",
+    "StaleAnnotationError",
+]
+
+__version__ = "0.1.0"

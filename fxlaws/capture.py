@@ -1,0 +1,231 @@
+"""Capture front ends: turn an ``nn.Module`` into a shape-annotated ``torch.fx.GraphModule``.
+
+The front end used is recorded on the result, together with the submodules that had to be kept
+opaque. Front ends:
+
+* ``"fx"``: ``torch.fx`` symbolic tracing with torch.nn modules as leaves. When a submodule's
+  forward cannot be traced (data-dependent control flow, unsupported Python), that submodule is
+  kept as an opaque leaf and tracing is retried; no law crosses an opaque module.
+
+Capture never mutates the user's model: shape propagation runs in eval mode under ``no_grad`` and
+every module's train/eval flag (and every buffer) is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+from .errors import ExampleInputsError, UntraceableModelError
+
+__all__ = ["Capture", "capture", "normalise_inputs"]
+
+log = logging.getLogger(__name__)
+
+_MAX_OPAQUE_RETRIES = 64
+
+
+@dataclass
+class Capture:
+    """A traced model.
+
+    Attributes:
+        graph_module: the GraphModule; it shares parameter tensors with the user's model (no copy).
+            Every tensor-valued node carries ``meta["tensor_meta"]`` (shape, dtype).
+        frontend: the front end that produced the graph ("fx").
+        opaque: qualified paths of submodules kept as opaque leaves, with the reason.
+        aliases: canonical parameter name -> every qualified name of the same tensor (tied weights).
+        trainable: canonical names of parameters with ``requires_grad`` (the coordinates θ).
+    """
+
+    graph_module: fx.GraphModule
+    frontend: str
+    opaque: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    trainable: frozenset[str] = frozenset()
+
+
+def normalise_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    """Return ``(args, kwargs)`` from a tensor, a tuple/list of args, a dict of kwargs, or ``(args, kwargs)``."""
+    if example_inputs is None:
+        raise ExampleInputsError(
+            "example_inputs is required: pass the inputs of one forward call, e.g. "
+            "fxlaws.annotate(model, (torch.randn(2, 3, 32, 32),)) or model.example_inputs() for "
+            "fxlaws.models."
+        )
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if (
+        isinstance(example_inputs, tuple)
+        and len(example_inputs) == 2
+        and isinstance(example_inputs[0], (tuple, list))
+        and isinstance(example_inputs[1], Mapping)
+    ):
+        return tuple(example_inputs[0]), dict(example_inputs[1])
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise ExampleInputsError(
+        f"example_inputs of type {type(example_inputs).__name__} not understood: pass a tensor, a "
+        "tuple of positional inputs, a dict of keyword inputs, or (args, kwargs)."
+    )
+
+
+class _LeafTracer(fx.Tracer):
+    """fx tracer whose leaves are torch.nn modules, user-named leaves, and opaque fallbacks.
+
+    Records the innermost module being traced when tracing fails, so capture can retry with that
+    module kept opaque.
+    """
+
+    def __init__(self, leaves: set[str]):
+        super().__init__()
+        self.leaves = leaves
+        self.failed_path: str | None = None
+        self._stack: list[str] = []
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        self._stack.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_path is None:
+                self.failed_path = path
+            raise
+        finally:
+            self._stack.pop()
+
+
+def _trace_fx(model: nn.Module, leaf_modules: Sequence[str], concrete: dict) -> tuple[fx.GraphModule, dict]:
+    leaves = set(leaf_modules)
+    opaque: dict[str, str] = {}
+    for _ in range(_MAX_OPAQUE_RETRIES):
+        tracer = _LeafTracer(leaves)
+        try:
+            graph = tracer.trace(model, concrete_args=concrete or None)
+        except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+            path = tracer.failed_path
+            if not path or path in leaves:
+                raise UntraceableModelError(
+                    f"torch.fx cannot trace {type(model).__name__}.forward: {type(exc).__name__}: "
+                    f"{exc}. Typical cause: Python control flow on tensor values. Fix: move that "
+                    "code into a submodule (it is then kept opaque), or pass "
+                    "leaf_modules=['path.to.module']."
+                ) from exc
+            opaque[path] = f"untraceable forward ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            log.info("fx: keeping %s opaque: %s", path, opaque[path])
+            leaves.add(path)
+            continue
+        name = type(model).__name__
+        return fx.GraphModule(tracer.root, graph, name), opaque
+    raise UntraceableModelError(
+        f"torch.fx gave up on {type(model).__name__} after {_MAX_OPAQUE_RETRIES} opaque retries."
+    )
+
+
+class _ShapeInterpreter(fx.Interpreter):
+    """Runs the graph once and stores ``tensor_meta`` on every node (tuple outputs too)."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            result = super().run_node(n)
+        except Exception as exc:
+            where = n.meta.get("nn_module_stack")
+            path = next(reversed(where.values()))[0] if where else (n.target if n.op == "call_module" else "")
+            raise ExampleInputsError(
+                f"example_inputs do not run through the model: node {n.name!r} ({n.op} {n.target}"
+                f"{', in module ' + repr(path) if path else ''}) raised {type(exc).__name__}: {exc}. "
+                "Pass the inputs of one real forward call (shapes and dtypes as in training)."
+            ) from exc
+        if isinstance(result, torch.Tensor):
+            n.meta["tensor_meta"] = _extract_tensor_metadata(result)
+        elif isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result):
+            n.meta["tensor_meta"] = tuple(_extract_tensor_metadata(r) for r in result)
+        return result
+
+
+def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs: dict) -> None:
+    modes = {m: m.training for m in model.modules()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    flat = list(args) + [kwargs[n.target] for n in placeholders[len(args):] if n.target in kwargs]
+    if len(flat) != len(placeholders):
+        names = [n.target for n in placeholders]
+        raise ExampleInputsError(
+            f"{type(model).__name__}.forward takes inputs {names}; example_inputs gave "
+            f"{len(args)} positional and keywords {sorted(kwargs)}."
+        )
+    try:
+        model.eval()
+        with torch.no_grad():
+            _ShapeInterpreter(gm).run(*flat)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers and not torch.equal(b, buffers[name]):
+                    b.copy_(buffers[name])
+
+
+def _meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    to_meta = lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
+
+
+def capture(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    frontend: str = "auto",
+    leaf_modules: Sequence[str] = (),
+) -> Capture:
+    """Trace ``model`` and propagate shapes of ``example_inputs`` through it.
+
+    Args:
+        model: the user's module; not mutated (modes and buffers restored).
+        example_inputs: a tensor, a tuple of args, a dict of kwargs, or ``(args, kwargs)``.
+        frontend: "auto" or "fx" (torch.export joins with the Transformer issue).
+        leaf_modules: qualified paths of submodules to keep opaque.
+
+    Returns:
+        A :class:`Capture`.
+
+    Raises:
+        ExampleInputsError: inputs missing or not accepted by the model.
+        UntraceableModelError: the root forward cannot be traced.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fxlaws expects an nn.Module, got {type(model).__name__}.")
+    if frontend not in ("auto", "fx"):
+        raise ValueError(f"frontend={frontend!r} is not available; use 'auto' or 'fx'.")
+    args, kwargs = normalise_inputs(example_inputs)
+    gm, opaque = _trace_fx(model, leaf_modules, {})
+    if any(p.device.type == "meta" for p in model.parameters()):
+        args, kwargs = _meta_inputs(args, kwargs)
+    _propagate_shapes(model, gm, args, kwargs)
+
+    aliases: dict[str, list[str]] = {}
+    canonical: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        key = canonical.setdefault(id(p), name)
+        aliases.setdefault(key, []).append(name)
+    trainable = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
+    return Capture(
+        graph_module=gm,
+        frontend="fx",
+        opaque=opaque,
+        aliases={k: tuple(v) for k, v in aliases.items()},
+        trainable=trainable,
+    )

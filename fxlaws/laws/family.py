@@ -1,0 +1,137 @@
+"""``LawFamily``: one vector- or matrix-valued conservation law on a parameter subset.
+
+A family is data: its math (sympy template and a one-line text), where it lives (parameter
+slots), what it assumes, how many independent scalar laws it holds, and a vectorised torch
+evaluator. Families are built by ``fxlaws.passes.attach``; nothing here knows about graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import sympy
+import torch
+from torch import Tensor
+
+from .slots import Slot
+
+__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "SumTerms"]
+
+KINDS = ("rescale", "gl", "scale", "translation")
+
+
+@dataclass(frozen=True)
+class DiagonalTerms:
+    """``h[j] = Σ_t coef_t · ‖slot_t[j]‖²``, then summed over equal consecutive groups when ``group`` > 1.
+
+    Rows R1–R3, N3 (``group == 1``) and N2 (``group`` = channels per norm group).
+    """
+
+    terms: tuple[tuple[Slot, float], ...]
+    group: int = 1
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for slot, coef in self.terms:
+            v = slot.channel_sq(params)
+            v = v if coef == 1 else v * coef
+            out = v if out is None else out + v
+        if self.group > 1:
+            out = out.view(-1, self.group).sum(1)
+        return out
+
+
+@dataclass(frozen=True)
+class GramTerms:
+    """``H = Σ_t coef_t · M_t M_tᵀ`` with ``M_t`` the slot's channel-rows matrix (row G1)."""
+
+    terms: tuple[tuple[Slot, float], ...]
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for slot, coef in self.terms:
+            m = slot.channel_matrix(params)
+            g = m @ m.transpose(0, 1)
+            g = g if coef == 1 else g * coef
+            out = g if out is None else out + g
+        return out
+
+
+@dataclass(frozen=True)
+class SumTerms:
+    """``h = Σ_{j ∈ group} slot[j, ...]``: linear laws (N1, T1, T2). ``group`` = channels per group."""
+
+    slot: Slot
+    group: int
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        p = self.slot.channel_matrix(params)  # (C, rest)
+        p = p.reshape(-1, self.group, p.shape[1]).sum(1)  # (G, rest)
+        if p.shape[1] == 1:
+            p = p[:, 0]
+        return p[0] if p.shape[0] == 1 else p
+
+
+@dataclass(frozen=True, eq=False)
+class LawFamily:
+    """A family of conservation laws sharing one formula, evaluated vectorised.
+
+    Attributes:
+        name: unique, stable name (``"rescale:layer1.0.bn1>layer1.0.conv2"``).
+        kind: "rescale", "gl", "scale" or "translation".
+        theory: THEORY.md row id (R1, R2, R3, G1, N1, N2, N3, T1, T2).
+        params: canonical qualified names of the parameters it reads.
+        modules: module paths it touches (for reports).
+        expr: sympy template (index symbols ``j``/``k``; parameter symbols named in ``symbols``).
+        symbols: sympy symbol name -> parameter name (symbols are valid identifiers).
+        shape: shape of ``evaluate``'s result.
+        count: number of independent scalar laws in the family (generic parameters).
+        exact: False for eps-broken normalisation laws (N2).
+        assumptions: e.g. {"any-loss"}, {"softmax-cross-entropy"}, {"norm-train-mode"}.
+        formula: one-line text of the math.
+    """
+
+    name: str
+    kind: str
+    theory: str
+    params: tuple[str, ...]
+    modules: tuple[str, ...]
+    expr: sympy.Basic
+    symbols: Mapping[str, str]
+    shape: tuple[int, ...]
+    count: int
+    exact: bool
+    assumptions: frozenset[str]
+    formula: str
+    _evaluator: object = field(repr=False)
+    slots: tuple[Slot, ...] = field(default=(), repr=False)
+
+    def evaluate(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Current value of every law in the family.
+
+        Args:
+            params: parameter name -> tensor (e.g. ``dict(model.named_parameters())``); must hold
+                every name in ``self.params``. Differentiable; reads nothing else.
+
+        Returns:
+            A tensor of shape ``self.shape`` (computed in the parameters' dtype; bf16/fp16 are
+            promoted to float32).
+        """
+        missing = [p for p in self.params if p not in params]
+        if missing:
+            from ..errors import StaleAnnotationError
+
+            raise StaleAnnotationError(
+                f"law family {self.name!r} reads parameters {missing} that the given model does not "
+                "have; re-run fxlaws.annotate on this model."
+            )
+        cast = {n: _promote(params[n]) for n in self.params}
+        return self._evaluator(cast)
+
+    def __str__(self) -> str:
+        return f"{self.formula}  [{self.theory}]"
+
+
+def _promote(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

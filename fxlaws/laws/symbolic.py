@@ -1,0 +1,109 @@
+"""Sympy templates of law families (display, LaTeX, verification on tiny instances).
+
+Never expanded at full size: a template holds index symbols (``j``, ``k``, ``g``) and
+``IndexedBase`` parameters; ``substitute`` evaluates one entry on tiny instances for tests.
+Symbols are valid identifiers (``layer1_0_conv1_weight``); the parameter names live in the
+``symbols`` side map.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+import sympy
+from sympy import Idx, IndexedBase, Integer, Piecewise, Sum, Symbol, And
+
+from .slots import Piece, Slot
+
+__all__ = ["J", "K", "G", "symbol_name", "diag_expr", "gram_expr", "sum_expr", "substitute"]
+
+J = Symbol("j", integer=True, nonnegative=True)
+K = Symbol("k", integer=True, nonnegative=True)
+G = Symbol("g", integer=True, nonnegative=True)
+
+
+def symbol_name(param: str) -> str:
+    """``layer1.0.conv1.weight`` -> ``layer1_0_conv1_weight`` (a valid identifier)."""
+    name = re.sub(r"\W", "_", param)
+    return name if name[:1].isalpha() else f"p_{name}"
+
+
+def _dummy(i: int) -> Symbol:
+    return Symbol(f"i{i}", integer=True, nonnegative=True)
+
+
+def _index(slot: Slot, piece: Piece, ch: Symbol, shape: Sequence[int], sub: Symbol | None):
+    """Index tuple into the parameter for channel ``ch`` and the summed dummies with their limits."""
+    idx, limits = [], []
+    for d, n in enumerate(shape):
+        if d == slot.axis:
+            pos = piece.offset + (ch - piece.start) * piece.inner
+            if piece.inner > 1:
+                pos = pos + sub
+                limits.append((sub, 0, piece.inner - 1))
+            idx.append(pos)
+        else:
+            dummy = _dummy(d)
+            idx.append(dummy)
+            limits.append((dummy, 0, n - 1))
+    return tuple(idx), limits
+
+
+def _guard(piece: Piece, slot: Slot, ch: Symbol, term):
+    if piece.start == 0 and piece.stop == slot.channels:
+        return term
+    return Piecewise((term, And(ch >= piece.start, ch < piece.stop)), (0, True))
+
+
+def _slot_sq(slot: Slot, shape: Sequence[int]) -> sympy.Expr:
+    base = IndexedBase(symbol_name(slot.param))
+    total = Integer(0)
+    for piece in slot.pieces:
+        idx, limits = _index(slot, piece, J, shape, Symbol("s", integer=True, nonnegative=True))
+        term = base[idx] ** 2
+        term = Sum(term, *limits) if limits else term
+        total += _guard(piece, slot, J, term)
+    return total
+
+
+def diag_expr(terms, shapes: Mapping[str, Sequence[int]], group: int = 1) -> sympy.Expr:
+    """``Σ_t coef_t ‖slot_t[j]‖²`` (summed over ``j`` in group ``g`` when ``group > 1``)."""
+    expr = sum((sympy.nsimplify(c) * _slot_sq(s, shapes[s.param]) for s, c in terms), Integer(0))
+    if group > 1:
+        expr = Sum(expr, (J, G * group, G * group + group - 1))
+    return expr
+
+
+def gram_expr(terms, shapes: Mapping[str, Sequence[int]]) -> sympy.Expr:
+    """Entry ``(j, k)`` of ``Σ_t coef_t M_t M_tᵀ``."""
+    total = Integer(0)
+    s = Symbol("s", integer=True, nonnegative=True)
+    for slot, coef in terms:
+        base = IndexedBase(symbol_name(slot.param))
+        for piece in slot.pieces:
+            idx_j, limits = _index(slot, piece, J, shapes[slot.param], s)
+            idx_k, _ = _index(slot, piece, K, shapes[slot.param], s)
+            term = base[idx_j] * base[idx_k]
+            total += sympy.nsimplify(coef) * (Sum(term, *limits) if limits else term)
+    return total
+
+
+def sum_expr(slot: Slot, shapes: Mapping[str, Sequence[int]], group: int) -> sympy.Expr:
+    """``Σ_{j ∈ group g} slot[j, i...]`` with the other indices free (``i1``, ``i2`` …)."""
+    base = IndexedBase(symbol_name(slot.param))
+    piece = slot.pieces[0]
+    idx = tuple(J if d == slot.axis else _dummy(d) for d in range(len(shapes[slot.param])))
+    lo = G * group if group < slot.channels else 0
+    return Sum(base[idx], (J, lo, lo + group - 1))
+
+
+def substitute(expr: sympy.Basic, symbols: Mapping[str, str], params: Mapping, **indices) -> float:
+    """Numeric value of one entry of ``expr`` (tiny instances only): indices by name, e.g. ``j=2``."""
+    subs = {Symbol(k, integer=True, nonnegative=True): v for k, v in indices.items()}
+    e = expr.subs(subs).doit()
+    values = {}
+    for ind in e.atoms(sympy.Indexed):
+        t = params[symbols[str(ind.base.label)]]
+        values[ind] = float(t[tuple(int(i) for i in ind.indices)])
+    return float(e.xreplace(values))

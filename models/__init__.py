@@ -1,0 +1,57 @@
+"""Reference PyTorch architectures and a registry of built-in models."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .cnn import VGG, LeNet, lenet, vgg, vgg_bn
+from .mlp import MLP, gelu_mlp, leaky_relu_mlp, linear_mlp, mlp, relu_mlp
+from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "mlp": relu_mlp,
+    "leaky-mlp": leaky_relu_mlp,
+    "linear-mlp": linear_mlp,
+    "gelu-mlp": gelu_mlp,
+    "vgg": vgg,
+    "vgg-bn": vgg_bn,
+    "lenet": lenet,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+}
+
+
+def get_model(name: str) -> nn.Module:
+    """Build a built-in model by its registry name.
+
+    Raises:
+        KeyError: If ``name`` is not in :data:`MODELS`.
+    """
+    try:
+        factory = MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}") from None
+    return factory()
+
+
+__all__ = [
+    "MODELS",
+    "get_model",
+    "MLP",
+    "mlp",
+    "relu_mlp",
+    "leaky_relu_mlp",
+    "linear_mlp",
+    "gelu_mlp",
+    "VGG",
+    "vgg",
+    "vgg_bn",
+    "LeNet",
+    "lenet",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "resnet18",
+    "resnet50",
+]

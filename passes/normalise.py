@@ -1,0 +1,284 @@
+"""Normalise pass: give every fx node a :class:`~fxlaws.meta.CanonicalOp` in ``node.meta["fxlaws"]``.
+
+Reads ``call_module`` targets (leaf torch.nn modules), ``call_function`` / ``call_method`` targets
+and ``get_attr`` parameter names; writes ``NodeMeta(op=...)``. Unknown ops become OPAQUE with a
+description: they stop every law that reaches them.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from fxlaws import meta as M
+from fxlaws.meta import CanonicalOp, NodeMeta
+
+__all__ = ["NormalisePass"]
+
+# --- activations: positive-homogeneity degree (None: not homogeneous) ---------------------------
+_HOMOGENEOUS_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
+_NONHOMOGENEOUS_MODULES = (
+    nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.CELU, nn.SELU, nn.Softplus, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.ReLU6, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+    nn.GLU, nn.Threshold, nn.Softshrink, nn.Hardshrink, nn.RReLU,
+)
+_HOMOGENEOUS_FUNCS = {
+    F.relu, torch.relu, F.relu_, torch.relu_, F.leaky_relu, F.leaky_relu_, F.prelu, torch.abs,
+}
+_NONHOMOGENEOUS_FUNCS = {
+    F.gelu, F.silu, torch.tanh, torch.sigmoid, F.sigmoid, F.tanh, F.elu, F.celu, F.selu,
+    F.softplus, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.relu6, F.logsigmoid,
+    torch.exp, torch.log, torch.sin, torch.cos, torch.sqrt, torch.rsqrt, F.glu,
+}
+_HOMOGENEOUS_METHODS = {"relu", "relu_", "abs"}
+_NONHOMOGENEOUS_METHODS = {"sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "sin", "cos"}
+
+_IDENTITY_METHODS = {"contiguous", "clone", "float", "double", "half", "bfloat16", "to", "type_as", "type"}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_RESHAPE_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten}
+_PERMUTE_METHODS = {"permute", "transpose", "t", "swapaxes", "swapdims", "movedim", "mT"}
+_PERMUTE_FUNCS = {torch.permute, torch.transpose, torch.t, torch.swapaxes, torch.movedim}
+_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
+_SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "get_device"}
+
+_ADD = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
+_MUL = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div,
+        operator.neg, torch.neg}
+
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+              nn.AdaptiveMaxPool3d)
+_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+              nn.AdaptiveAvgPool3d)
+_MAX_POOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d,
+                   F.adaptive_max_pool2d, F.adaptive_max_pool3d}
+_AVG_POOL_FUNCS = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+                   F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
+_CONVS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_CONV_FUNCS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_RMS_NORM = getattr(nn, "RMSNorm", None)
+
+
+def _arg(node: fx.Node, pos: int, name: str, default: Any = None) -> Any:
+    if len(node.args) > pos:
+        return node.args[pos]
+    return node.kwargs.get(name, default)
+
+
+def _module_path(node: fx.Node) -> str | None:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        return next(reversed(stack.values()))[0]
+    return None
+
+
+class NormalisePass:
+    """Write ``NodeMeta(op=CanonicalOp)`` on every node of a GraphModule.
+
+    Args:
+        train: analyse training-mode behaviour (BatchNorm uses batch statistics). With
+            ``train=False`` BatchNorm / tracked InstanceNorm are fixed affine maps (THEORY note).
+        opaque: module paths kept opaque by capture, with the reason.
+
+    Returns (``__call__``): ``(graph_module, changed)``.
+    """
+
+    def __init__(self, train: bool = True, opaque: dict[str, str] | None = None):
+        self.train = train
+        self.opaque = opaque or {}
+
+    def __call__(self, gm: fx.GraphModule) -> tuple[fx.GraphModule, bool]:
+        params = dict(gm.named_parameters(remove_duplicate=False))
+        for node in gm.graph.nodes:
+            op = self._canonical(gm, node, params)
+            node.meta[M.META_KEY] = NodeMeta(op=op)
+        return gm, True
+
+    # ------------------------------------------------------------------------------------------
+    def _canonical(self, gm: fx.GraphModule, node: fx.Node, params: dict) -> CanonicalOp:
+        path = _module_path(node)
+        if node.op == "placeholder":
+            return CanonicalOp(M.INPUT, detail=f"input {node.target}")
+        if node.op == "output":
+            return CanonicalOp(M.OUTPUT, detail="model output")
+        if node.op == "get_attr":
+            return CanonicalOp(M.PARAM, module=path, weight=str(node.target), detail=f"attribute {node.target}")
+        if node.op == "call_module":
+            return self._module_op(gm.get_submodule(str(node.target)), str(node.target))
+        if node.op == "call_function":
+            return self._function_op(node, node.target, path, params)
+        if node.op == "call_method":
+            return self._method_op(node, str(node.target), path)
+        return CanonicalOp(M.OPAQUE, module=path, detail=f"{node.op} {node.target}")
+
+    def _module_op(self, m: nn.Module, path: str) -> CanonicalOp:
+        name = type(m).__name__
+        if path in self.opaque:
+            return CanonicalOp(M.OPAQUE, module=path, detail=f"opaque module {path} ({self.opaque[path]})")
+        w = f"{path}.weight" if getattr(m, "weight", None) is not None else None
+        b = f"{path}.bias" if getattr(m, "bias", None) is not None else None
+        if isinstance(m, nn.Linear):
+            return CanonicalOp(M.LINEAR, module=path, weight=w, bias=b, detail=f"Linear {path}")
+        if type(m) in _CONVS:
+            if m.padding_mode != "zeros":
+                return CanonicalOp(M.OPAQUE, module=path, detail=f"{name} {path} with padding_mode={m.padding_mode!r}")
+            return CanonicalOp(M.CONV, module=path, weight=w, bias=b, groups=m.groups,
+                               dims=(_CONVS[type(m)],), detail=f"{name} {path}")
+        if isinstance(m, _BATCH_NORMS):
+            batch_stats = self.train or not m.track_running_stats
+            return CanonicalOp(M.NORM, module=path, weight=w, bias=b, norm="batch" if batch_stats else "affine",
+                               centered=True, detail=f"{name} {path}" + ("" if batch_stats else " (eval mode)"))
+        if isinstance(m, _INSTANCE_NORMS):
+            batch_stats = self.train or not m.track_running_stats
+            return CanonicalOp(M.NORM, module=path, weight=w, bias=b,
+                               norm="instance" if batch_stats else "affine", centered=True,
+                               dims=(_pool_dims(name),), detail=f"{name} {path}")
+        if isinstance(m, nn.LayerNorm):
+            return CanonicalOp(M.NORM, module=path, weight=w, bias=b, norm="layer", centered=True,
+                               axis=len(m.normalized_shape), detail=f"LayerNorm {path}")
+        if isinstance(m, nn.GroupNorm):
+            return CanonicalOp(M.NORM, module=path, weight=w, bias=b, norm="group", centered=True,
+                               groups=m.num_groups, detail=f"GroupNorm {path}")
+        if _RMS_NORM is not None and isinstance(m, _RMS_NORM):
+            return CanonicalOp(M.NORM, module=path, weight=w, norm="rms", centered=False,
+                               axis=len(m.normalized_shape), detail=f"RMSNorm {path}")
+        if isinstance(m, _HOMOGENEOUS_MODULES):
+            return CanonicalOp(M.ACT, module=path, degree=1.0, gl=False, detail=f"{name} {path}")
+        if isinstance(m, _NONHOMOGENEOUS_MODULES):
+            return CanonicalOp(M.ACT, module=path, degree=None, gl=False, detail=f"{name} {path}")
+        if isinstance(m, nn.Identity):
+            return CanonicalOp(M.IDENTITY, module=path, detail=f"Identity {path}")
+        if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
+            return CanonicalOp(M.IDENTITY, module=path, gl=False, detail=f"{name} {path}")
+        if isinstance(m, (nn.Flatten, nn.Unflatten)):
+            return CanonicalOp(M.RESHAPE, module=path, detail=f"{name} {path}")
+        if isinstance(m, _MAX_POOLS):
+            return CanonicalOp(M.POOL, module=path, gl=False, dims=(_pool_dims(name),), detail=f"{name} {path}")
+        if isinstance(m, _AVG_POOLS):
+            return CanonicalOp(M.POOL, module=path, gl=True, dims=(_pool_dims(name),), detail=f"{name} {path}")
+        if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+            return CanonicalOp(M.SOFTMAX, module=path, axis=m.dim, detail=f"{name} {path}")
+        return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported module {name} ({path})")
+
+    def _function_op(self, node: fx.Node, fn: Callable, path, params: dict) -> CanonicalOp:
+        name = getattr(fn, "__name__", str(fn))
+        if fn in (F.linear,):
+            w, b = _arg(node, 1, "weight"), _arg(node, 2, "bias")
+            wn, bn = _param_name(w, params), _param_name(b, params)
+            if wn is None or (b is not None and bn is None):
+                return CanonicalOp(M.OPAQUE, module=path, detail=f"F.linear with a computed weight ({node.name})")
+            return CanonicalOp(M.LINEAR, module=path, weight=wn, bias=bn, detail=f"F.linear {node.name}")
+        if fn in _CONV_FUNCS:
+            w, b = _arg(node, 1, "weight"), _arg(node, 2, "bias")
+            wn, bn = _param_name(w, params), _param_name(b, params)
+            if wn is None or (b is not None and bn is None):
+                return CanonicalOp(M.OPAQUE, module=path, detail=f"{name} with a computed weight ({node.name})")
+            groups = _arg(node, 6, "groups", 1)
+            return CanonicalOp(M.CONV, module=path, weight=wn, bias=bn, groups=groups,
+                               dims=(_CONV_FUNCS[fn],), detail=f"{name} {node.name}")
+        if fn in (operator.matmul, torch.matmul):
+            wn = _param_name(node.args[1], params)
+            if wn is not None and params[wn].dim() == 2:
+                return CanonicalOp(M.LINEAR, module=path, weight=wn, w_out_axis=1, w_in_axis=0,
+                                   detail=f"matmul with {wn} ({node.name})")
+            return CanonicalOp(M.OPAQUE, module=path, detail=f"matmul of activations ({node.name})")
+        if fn in _HOMOGENEOUS_FUNCS:
+            return CanonicalOp(M.ACT, module=path, degree=1.0, gl=False, detail=f"{name} ({node.name})")
+        if fn in _NONHOMOGENEOUS_FUNCS:
+            return CanonicalOp(M.ACT, module=path, degree=None, gl=False, detail=f"{name} ({node.name})")
+        if fn in (operator.pow, torch.pow, torch.square):
+            exponent = 2 if fn is torch.square else node.args[1]
+            if isinstance(exponent, (int, float)) and exponent > 0:
+                return CanonicalOp(M.ACT, module=path, degree=float(exponent), gl=exponent == 1,
+                                   detail=f"pow {exponent} ({node.name})")
+            return CanonicalOp(M.ACT, module=path, degree=None, gl=False, detail=f"pow ({node.name})")
+        if fn is F.dropout or fn in (F.dropout1d, F.dropout2d, F.dropout3d):
+            return CanonicalOp(M.IDENTITY, module=path, gl=False, detail=f"{name} ({node.name})")
+        if fn in _MAX_POOL_FUNCS or fn in _AVG_POOL_FUNCS:
+            return CanonicalOp(M.POOL, module=path, gl=fn in _AVG_POOL_FUNCS, dims=(_pool_dims(name),),
+                               detail=f"{name} ({node.name})")
+        if fn in _RESHAPE_FUNCS:
+            return CanonicalOp(M.RESHAPE, module=path, detail=f"{name} ({node.name})")
+        if fn in _PERMUTE_FUNCS:
+            return CanonicalOp(M.PERMUTE, module=path, detail=name)
+        if fn in _ADD:
+            return CanonicalOp(M.ADD, module=path, detail=f"{name} ({node.name})")
+        if fn in _MUL:
+            return CanonicalOp(M.MUL, module=path, detail=name)
+        if fn in (torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)):
+            return CanonicalOp(M.CAT, module=path, axis=_arg(node, 1, "dim", 0), detail=f"cat ({node.name})")
+        if fn in (torch.split, torch.chunk):
+            return CanonicalOp(M.SPLIT, module=path, axis=_arg(node, 2, "dim", 0), detail=f"{name} ({node.name})")
+        if fn is operator.getitem:
+            return CanonicalOp(M.GETITEM, module=path, detail=f"getitem ({node.name})")
+        if fn is getattr:
+            if node.args[1] in _METADATA_ATTRS:
+                return CanonicalOp(M.SHAPE, module=path, detail=f".{node.args[1]}")
+            return CanonicalOp(M.OPAQUE, module=path, detail=f"attribute .{node.args[1]} ({node.name})")
+        if fn in (torch.mean, torch.sum):
+            return _reduce(node, name, path, 1)
+        if fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
+            return CanonicalOp(M.SOFTMAX, module=path, axis=_arg(node, 1, "dim"), detail=f"{name} ({node.name})")
+        return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported function {name} ({node.name})")
+
+    def _method_op(self, node: fx.Node, name: str, path) -> CanonicalOp:
+        if name in _HOMOGENEOUS_METHODS:
+            return CanonicalOp(M.ACT, module=path, degree=1.0, gl=False, detail=f".{name}() ({node.name})")
+        if name in _NONHOMOGENEOUS_METHODS:
+            return CanonicalOp(M.ACT, module=path, degree=None, gl=False, detail=f".{name}() ({node.name})")
+        if name in _IDENTITY_METHODS:
+            return CanonicalOp(M.IDENTITY, module=path, detail=f".{name}()")
+        if name in _RESHAPE_METHODS:
+            return CanonicalOp(M.RESHAPE, module=path, detail=f".{name}() ({node.name})")
+        if name in _PERMUTE_METHODS:
+            return CanonicalOp(M.PERMUTE, module=path, detail=name)
+        if name in _SHAPE_METHODS:
+            return CanonicalOp(M.SHAPE, module=path, detail=f".{name}()")
+        if name in ("add", "sub"):
+            return CanonicalOp(M.ADD, module=path, detail=f".{name}() ({node.name})")
+        if name in ("mul", "div", "neg"):
+            return CanonicalOp(M.MUL, module=path, detail=name)
+        if name in ("split", "chunk"):
+            return CanonicalOp(M.SPLIT, module=path, axis=_arg(node, 2, "dim", 0), detail=f".{name}() ({node.name})")
+        if name in ("mean", "sum"):
+            return _reduce(node, name, path, 1)
+        if name in ("softmax", "log_softmax"):
+            return CanonicalOp(M.SOFTMAX, module=path, axis=_arg(node, 1, "dim"), detail=f".{name}() ({node.name})")
+        if name == "pow":
+            exponent = node.args[1]
+            if isinstance(exponent, (int, float)) and exponent > 0:
+                return CanonicalOp(M.ACT, module=path, degree=float(exponent), gl=exponent == 1,
+                                   detail=f".pow({exponent}) ({node.name})")
+        return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported method .{name}() ({node.name})")
+
+
+def _reduce(node: fx.Node, name: str, path, pos: int) -> CanonicalOp:
+    dims = _arg(node, pos, "dim")
+    if dims is None:
+        return CanonicalOp(M.OPAQUE, module=path, detail=f"full reduction {name} ({node.name})")
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    keepdim = bool(_arg(node, pos + 1, "keepdim", False))
+    return CanonicalOp(M.REDUCE, module=path, dims=dims, keepdim=keepdim, gl=True, detail=f"{name} ({node.name})")
+
+
+def _pool_dims(name: str) -> int:
+    for k in (1, 2, 3):
+        if f"{k}d" in name:
+            return k
+    return 2
+
+
+def _param_name(arg: Any, params: dict) -> str | None:
+    if arg is None:
+        return None
+    if isinstance(arg, fx.Node) and arg.op == "get_attr" and str(arg.target) in params:
+        return str(arg.target)
+    return None
