@@ -442,8 +442,11 @@ class PartitionPass:
         if new_axis is None:
             new_axis = out_axis + (f.axis - in_axis)
         out = _shape(node)
-        if out is None or not pieces:
+        if out is None:
+            self._break(f, f"indexing {node.name} returns a value fxlaws cannot read")
             return None
+        if not pieces:
+            return None  # the selection holds none of the carried channels
         return f.with_(axis=new_axis, ndim=len(out), pieces=pieces)
 
     @staticmethod
@@ -503,6 +506,11 @@ class PartitionPass:
             self._break(f, f"channels divide another value in {op.detail} ({node.name})")
             return None
         other = node.args[1] if node.args[0] is arg else node.args[0]
+        if other is arg:  # x * x: degree doubles; x / x: invariant ratio we do not model
+            if is_div:
+                self._break(f, f"{op.detail} divides the channels by themselves ({node.name})")
+                return None
+            return f.with_(degree=2 * f.degree, gl=False, shift=False)
         out = _shape(node)
         if isinstance(other, (int, float)):
             return f.with_(shift=False)

@@ -1,0 +1,165 @@
+"""The ``fxlaws`` command line.
+
+    fxlaws demo                         annotate the built-in ResNet-18 and print its laws
+    fxlaws list-models                  built-in model names
+    fxlaws report MODEL_SPEC [--loss cross_entropy] [-o FILE]
+    fxlaws verify MODEL_SPEC            numeric soundness of every law (float64)
+
+MODEL_SPEC is a built-in name (``fxlaws list-models``), ``path/to/file.py:factory`` or
+``package.module:factory``. Example inputs come from the model's ``example_inputs()`` or
+``--input-shape 2,3,32,32``. Exit codes: 0 ok, 1 a check failed, 2 bad usage / model error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from . import models as models_registry
+from .api import annotate
+from .errors import FxlawsError
+from .verify.soundness import soundness
+
+__all__ = ["main"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+def load_model(spec: str):
+    """Build the model named by ``spec``; returns ``(model, name)``."""
+    if ":" not in spec:
+        try:
+            return models_registry.get_model(spec), spec
+        except KeyError:
+            raise _UsageError(
+                f"unknown model {spec!r}; built-in models: {', '.join(sorted(models_registry.MODELS))} "
+                "(or give path/to/file.py:factory or package.module:factory)"
+            ) from None
+    target, factory = spec.rsplit(":", 1)
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.exists():
+                raise _UsageError(f"no such file: {target}")
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except _UsageError:
+        raise
+    except Exception as exc:
+        raise _UsageError(f"cannot import {target}: {type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, factory, None)
+    if fn is None:
+        raise _UsageError(f"{target} has no attribute {factory!r}")
+    try:
+        return fn(), spec
+    except Exception as exc:
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        raise _UsageError(
+            f"factory {spec} raised {type(exc).__name__}: {exc} (at {tb.filename}:{tb.lineno})"
+        ) from exc
+
+
+def _inputs(model, shape: str | None):
+    if shape:
+        return (torch.randn(*[int(s) for s in shape.split(",")]),)
+    if hasattr(model, "example_inputs"):
+        return model.example_inputs()
+    raise _UsageError("the model has no example_inputs(); pass --input-shape N,C,H,W")
+
+
+def _progress(msg: str) -> None:
+    print(f"… {msg}", file=sys.stderr, flush=True)
+
+
+def _cmd_demo(args) -> int:
+    model = models_registry.get_model("resnet18")
+    _progress("annotating the built-in ResNet-18 (CIFAR stem) with loss=cross_entropy")
+    t = time.perf_counter()
+    ann = annotate(model, model.example_inputs(), loss="cross_entropy")
+    dt = time.perf_counter() - t
+    print(ann)
+    print(f"\nannotate took {dt:.2f} s")
+    if args.verify:
+        _progress("checking every law numerically (float64, random θ, inputs and labels)")
+        res = soundness(model, ann, trials=1, samples=4)
+        print(f"soundness: worst relative |<∇h, ∇L>| over exact laws = {res.worst_exact:.1e} "
+              f"({'ok' if res.ok else 'FAILED'})")
+        return 0 if res.ok else 1
+    return 0
+
+
+def _cmd_list(args) -> int:
+    for name in sorted(models_registry.MODELS):
+        print(name)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    model, name = load_model(args.model)
+    ann = annotate(model, _inputs(model, args.input_shape), loss=args.loss)
+    text = str(ann)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        _progress(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    model, name = load_model(args.model)
+    inputs = _inputs(model, args.input_shape)
+    _progress(f"annotating {name}")
+    ann = annotate(model, inputs, loss=args.loss)
+    _progress(f"checking {len(ann.laws)} law families numerically")
+    res = soundness(model, ann, inputs, trials=args.trials)
+    print(res)
+    print(f"\n{name}: {'all exact laws sound' if res.ok else 'UNSOUND laws found'} "
+          f"(worst {res.worst_exact:.1e}, tolerance {res.tol:g})")
+    return 0 if res.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fxlaws", description="Conservation laws of PyTorch training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="annotate the built-in ResNet-18 and print its laws")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the numeric check")
+    p.set_defaults(fn=_cmd_demo)
+    p = sub.add_parser("list-models", help="built-in model names")
+    p.set_defaults(fn=_cmd_list)
+    for name, fn, help_ in (("report", _cmd_report, "print the law table of a model"),
+                            ("verify", _cmd_verify, "check every law numerically")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("model", help="built-in name, path/to/file.py:factory or package.module:factory")
+        p.add_argument("--loss", choices=["any", "cross_entropy"], default=None)
+        p.add_argument("--input-shape", default=None, help="e.g. 2,3,32,32 (default: model.example_inputs())")
+        if name == "report":
+            p.add_argument("-o", "--output", default=None)
+        else:
+            p.add_argument("--trials", type=int, default=2)
+        p.set_defaults(fn=fn)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except _UsageError as exc:
+        print(f"fxlaws: error: {exc}", file=sys.stderr)
+        return 2
+    except FxlawsError as exc:
+        print(f"fxlaws: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
