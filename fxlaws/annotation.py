@@ -12,7 +12,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .errors import StaleAnnotationError
-from .laws.family import LawFamily, SumTerms
+from .laws.family import LawFamily
 
 __all__ = ["Annotation"]
 
@@ -56,24 +56,21 @@ class Annotation:
         total = sum(_numel(s) for s in self.param_shapes.values())
         if total == 0:
             return 0.0
+        # A slot reads whole hyper-slices: positions along one axis, everything along the others.
+        # Per parameter the union over axes is 1 - Π_axis (1 - covered share of that axis).
         covered: dict[str, dict[int, set[int]]] = {}
-        full: set[str] = set()
         for fam in self.laws:
             for slot in fam.slots:
-                if isinstance(fam._evaluator, SumTerms) or len(self.param_shapes.get(slot.param, ())) <= 1 and (
-                    len(slot.positions()) == self.param_shapes.get(slot.param, (0,))[0]
-                ):
-                    full.add(slot.param)
                 covered.setdefault(slot.param, {}).setdefault(slot.axis, set()).update(slot.positions())
         read = 0.0
-        for name, shape in self.param_shapes.items():
-            if name in full:
-                read += _numel(shape)
+        for name, axes in covered.items():
+            shape = self.param_shapes.get(name)
+            if shape is None:
                 continue
             missing = 1.0
-            for axis, pos in covered.get(name, {}).items():
+            for axis, pos in axes.items():
                 missing *= 1.0 - len(pos) / shape[axis]
-            read += _numel(shape) * (1.0 - missing) if name in covered else 0.0
+            read += _numel(shape) * (1.0 - missing)
         return read / total
 
     def counts(self) -> dict[str, int]:

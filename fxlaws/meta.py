@@ -54,6 +54,7 @@ class CanonicalOp:
         groups: conv groups, or GroupNorm's number of groups.
         norm: normalisation kind: "batch", "layer", "group", "instance", "rms".
         centered: the norm subtracts a mean (N1 applies); False for RMSNorm.
+        mode_dependent: the norm keeps running statistics (batch statistics only in train mode).
         dims: reduce dims; keepdim flag in ``keepdim``.
         detail: a short human description, used in "why no law" reasons.
     """
@@ -72,6 +73,7 @@ class CanonicalOp:
     centered: bool = False
     dims: Optional[tuple] = None
     keepdim: bool = False
+    mode_dependent: bool = False  # a norm whose statistics differ between train and eval mode
     detail: str = ""
 
 

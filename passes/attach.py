@@ -79,6 +79,8 @@ class AttachLawsPass:
 
     def _slot_problem(self, slot: Slot) -> Optional[str]:
         name = slot.param
+        if name not in self.facts.shapes:
+            return f"{name} is not a parameter (a buffer or a computed tensor, e.g. a parametrization)"
         if name not in self.facts.trainable:
             return f"{name} is frozen (requires_grad=False): it is not a coordinate of training"
         if self.facts.uses.get(name, 0) > 1:
@@ -178,7 +180,7 @@ class AttachLawsPass:
             theory = "N3"
         elif any(k.degree != 1 for k in sinks):
             theory = "R3"
-        elif len(c.spaces) > 1 or len({k.node for k in sinks}) > 1:
+        elif len(c.spaces) > 1 or _shared_channels(sinks, C):
             theory = "R2"
         else:
             theory = "R1"
@@ -194,7 +196,7 @@ class AttachLawsPass:
     def _norm(self, c: Coupling, norm: NormSink, modules) -> None:
         shapes = self.facts.shapes
         C, group = c.channels, norm.group
-        mode = {"norm-train-mode"} if norm.op.norm in ("batch", "instance") else set()
+        mode = {"norm-train-mode"} if norm.op.mode_dependent else set()
         label = norm.module or norm.node
         src_names = "+".join(dict.fromkeys(sp.module or sp.node for sp in c.spaces))
         sources = [s for sp in c.spaces for s in sp.sources]
@@ -306,3 +308,13 @@ def _cols(slot: Slot, shapes) -> int:
         if d != slot.axis:
             rest *= n
     return sum(p.inner for p in slot.pieces) * rest
+
+
+def _shared_channels(sinks, channels: int) -> bool:
+    """Some channel reaches more than one consumer (R2 rather than R1)."""
+    hits = [0] * channels
+    for sink in sinks:
+        for piece in sink.slot.pieces:
+            for j in range(piece.start, piece.stop):
+                hits[j] += 1
+    return max(hits, default=0) > 1

@@ -135,12 +135,12 @@ class NormalisePass:
         if isinstance(m, _BATCH_NORMS):
             batch_stats = self.train or not m.track_running_stats
             return CanonicalOp(M.NORM, module=path, weight=w, bias=b, norm="batch" if batch_stats else "affine",
-                               centered=True, detail=f"{name} {path}" + ("" if batch_stats else " (eval mode)"))
+                               centered=True, mode_dependent=m.track_running_stats, detail=f"{name} {path}" + ("" if batch_stats else " (eval mode)"))
         if isinstance(m, _INSTANCE_NORMS):
             batch_stats = self.train or not m.track_running_stats
             return CanonicalOp(M.NORM, module=path, weight=w, bias=b,
                                norm="instance" if batch_stats else "affine", centered=True,
-                               dims=(_pool_dims(name),), detail=f"{name} {path}")
+                               mode_dependent=m.track_running_stats, dims=(_pool_dims(name),), detail=f"{name} {path}")
         if isinstance(m, nn.LayerNorm):
             return CanonicalOp(M.NORM, module=path, weight=w, bias=b, norm="layer", centered=True,
                                axis=len(m.normalized_shape), detail=f"LayerNorm {path}")
