@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..laws.symbolic import symbol_name
 from .completeness import numeric_rank
-from .fields import FlatModule
+from .fields import FlatModule, field_values
 
 __all__ = ["discover"]
 
@@ -131,8 +131,8 @@ def discover(
     # Draw (θ, inputs) until the rank of the system stops growing (or a fixed budget is spent).
     while rank < unknowns and stalled < 3 and (samples is None or draws < samples):
         theta, inputs = flat.random_theta(), flat.random_inputs()
-        for _ in range(per_draw):
-            x = flat.data_field(inputs, loss)(theta)
+        scalar, sample = flat.data_scalar(inputs, loss)
+        for x in field_values(scalar, theta, sample(per_draw)[:, None, :]):
             # h = Σ_{p≤q} a_pq θ_p θ_q + Σ_p b_p θ_p:  ⟨∇h, x⟩ = Σ a_pq (θ_p x_q + θ_q x_p) + Σ b_p x_p
             quad = (torch.outer(theta, x) + torch.outer(x, theta))[iu[0], iu[1]] if degree == 2 else x[:0]
             rows.append(torch.cat([quad, x]))
