@@ -120,8 +120,10 @@ def _no_law(model, gm, families, reasons, cap, canonical) -> dict[str, str]:
                for n, p in module.named_parameters(recurse=False) if p.requires_grad]
         if not own or any(p in read for p in own):
             continue
-        if path in cap.opaque:
-            out[path] = f"opaque: {cap.opaque[path]}"
+        inside = next((o for o in cap.opaque if path == o or path.startswith(o + ".")), None)
+        if inside is not None:
+            out[path] = f"inside opaque module {inside}: {cap.opaque[inside]}" if inside != path else (
+                f"opaque: {cap.opaque[path]}")
         elif path in reasons:
             out[path] = "; ".join(reasons[path][:3])
         elif path in op_reason:

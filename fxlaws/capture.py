@@ -109,7 +109,7 @@ class _LeafTracer(fx.Tracer):
 
 def _trace_fx(model: nn.Module, leaf_modules: Sequence[str], concrete: dict) -> tuple[fx.GraphModule, dict]:
     leaves = set(leaf_modules)
-    opaque: dict[str, str] = {}
+    opaque: dict[str, str] = {path: "kept opaque by leaf_modules" for path in leaf_modules}
     for _ in range(_MAX_OPAQUE_RETRIES):
         tracer = _LeafTracer(leaves)
         try:
@@ -159,7 +159,14 @@ def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs:
     modes = {m: m.training for m in model.modules()}
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    flat = list(args) + [kwargs[n.target] for n in placeholders[len(args):] if n.target in kwargs]
+    flat = list(args)
+    for n in placeholders[len(args):]:
+        if n.target in kwargs:
+            flat.append(kwargs[n.target])
+        elif n.args:  # the forward's default value
+            flat.append(n.args[0])
+        else:
+            break
     if len(flat) != len(placeholders):
         names = [n.target for n in placeholders]
         raise ExampleInputsError(

@@ -108,8 +108,15 @@ def soundness(
         of all outputs (``ann.loss == "any"``) or cross-entropy with random labels on the single
         output (``"cross_entropy"``).
     """
+    if not ann.laws:
+        return SoundnessResult([], tol)
     if example_inputs is None:
         example_inputs = model.example_inputs()
+    with torch.enable_grad():
+        return _soundness(model, ann, example_inputs, trials, samples, tol, seed)
+
+
+def _soundness(model, ann, example_inputs, trials, samples, tol, seed) -> SoundnessResult:
     args, kwargs = normalise_inputs(example_inputs)
     gen = torch.Generator().manual_seed(seed)
     net = copy.deepcopy(model).double()
