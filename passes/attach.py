@@ -178,6 +178,8 @@ class AttachLawsPass:
         terms += [(k.slot, -k.degree) for k in sinks]
         if is_norm:
             theory = "N3"
+        elif any(k.gated for k in sinks):
+            theory = "S1"
         elif any(k.degree != 1 for k in sinks):
             theory = "R3"
         elif len(c.spaces) > 1 or _shared_channels(sinks, C):

@@ -42,6 +42,7 @@ class Sink:
     slot: Slot
     degree: float
     gl: bool  # the carried value and the consumer both admit channel mixing
+    gated: bool = False  # the value was multiplied by an invariant tensor on the way (S1)
 
 
 @dataclass
@@ -135,10 +136,11 @@ class _Flow:
     degree: float = 1.0
     gl: bool = True
     shift: bool = True  # only value-preserving ops since the producer (translations survive)
+    gated: bool = False  # multiplied element-wise by a value the symmetry leaves alone (GLU, S1)
 
     def with_(self, **kw) -> "_Flow":
         d = dict(axis=self.axis, ndim=self.ndim, pieces=self.pieces, degree=self.degree, gl=self.gl,
-                 shift=self.shift)
+                 shift=self.shift, gated=self.gated)
         d.update(kw)
         return _Flow(**d)
 
@@ -220,7 +222,8 @@ class PartitionPass:
             by_space.setdefault(sid, []).append(Piece(p.start, p.stop, p.offset * scale, p.inner * scale))
         for sid, pieces in by_space.items():
             slot = Slot(param, axis, tuple(pieces), self.spaces[sid].channels)
-            self.spaces[sid].sinks.append(Sink(node.name, op.module, slot, flow.degree, gl and flow.gl and flow.degree == 1))
+            self.spaces[sid].sinks.append(Sink(node.name, op.module, slot, flow.degree,
+                                               gl and flow.gl and flow.degree == 1, flow.gated))
             self.graph.add_edge(("space", sid), ("slot", param, axis), role="sink", degree=flow.degree)
 
     # --- the transfer function -----------------------------------------------------------------
@@ -521,7 +524,7 @@ class PartitionPass:
         axis = len(out) - f.ndim + f.axis
         k = axis - (len(out) - len(other_shape))
         flat_on_axis = k < 0 or other_shape[k] == 1
-        return f.with_(axis=axis, ndim=len(out), gl=f.gl and flat_on_axis, shift=False)
+        return f.with_(axis=axis, ndim=len(out), gl=f.gl and flat_on_axis, shift=False, gated=True)
 
     def _t_cat(self, node, op, ins):
         tensors = list(node.args[0])
