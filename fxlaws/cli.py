@@ -118,17 +118,74 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _blocks(model, inputs, max_params: int):
+    """Maximal submodules with 0 < D ≤ max_params, with the inputs they receive on ``inputs``."""
+    def size(m):
+        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+    chosen, stack = [], [("", model)]
+    while stack:
+        path, m = stack.pop(0)
+        d = size(m)
+        if 0 < d <= max_params:
+            chosen.append((path, m))
+        elif d > max_params:
+            stack.extend((f"{path}.{n}" if path else n, c) for n, c in m.named_children())
+    seen: dict = {}
+
+    def record(path):
+        def hook(module, args, output):  # returns None: the output is left alone
+            seen.setdefault(path, args)
+        return hook
+
+    hooks = [m.register_forward_hook(record(p)) for p, m in chosen]
+    try:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return [(p, m, seen[p]) for p, m in chosen if p in seen and all(isinstance(a, torch.Tensor) for a in seen[p])]
+
+
 def _cmd_verify(args) -> int:
+    from .verify.catalogue import self_check
+    from .verify.completeness import completeness
+
+    if args.catalogue:
+        rows = self_check(progress=_progress)
+        for row in rows:
+            print(row)
+        bad = [r for r in rows if not r.ok]
+        print(f"\ncatalogue: {len(rows) - len(bad)}/{len(rows)} rows agree with THEORY.md "
+              f"(or are documented as not attached yet)")
+        return 1 if bad else 0
+    if not args.model:
+        raise _UsageError("give a MODEL_SPEC or --catalogue")
     model, name = load_model(args.model)
     inputs = _inputs(model, args.input_shape)
     _progress(f"annotating {name}")
     ann = annotate(model, inputs, loss=args.loss)
-    _progress(f"checking {len(ann.laws)} law families numerically")
+    _progress(f"soundness: {len(ann.laws)} law families, float64, random θ, inputs and losses")
     res = soundness(model, ann, inputs, trials=args.trials)
     print(res)
-    print(f"\n{name}: {'all exact laws sound' if res.ok else 'UNSOUND laws found'} "
+    print(f"\nsoundness: {'all exact laws sound' if res.ok else 'UNSOUND laws found'} "
           f"(worst {res.worst_exact:.1e}, tolerance {res.tol:g})")
-    return 0 if res.ok else 1
+    failed = not res.ok
+    loss = args.loss or "any"
+    for path, block, block_inputs in _blocks(model, inputs, args.max_params):
+        _progress(f"completeness of {path or name} (Lie-algebra rank)")
+        try:
+            comp = completeness(block, tuple(block_inputs), loss=loss if block is model else "any")
+        except Exception as exc:  # a block fxlaws cannot re-run alone: say so, keep going
+            print(f"completeness {path or name}: skipped ({type(exc).__name__}: {exc})")
+            continue
+        print(f"completeness {path or '(whole model)'}: {comp}")
+        failed |= comp.verdict == "unsound"
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,15 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("list-models", help="built-in model names")
     p.set_defaults(fn=_cmd_list)
     for name, fn, help_ in (("report", _cmd_report, "print the law table of a model"),
-                            ("verify", _cmd_verify, "check every law numerically")):
+                            ("verify", _cmd_verify, "check every law numerically; completeness per block")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("model", help="built-in name, path/to/file.py:factory or package.module:factory")
+        p.add_argument("model", nargs="?" if name == "verify" else None,
+                       help="built-in name, path/to/file.py:factory or package.module:factory")
         p.add_argument("--loss", choices=["any", "cross_entropy"], default=None)
         p.add_argument("--input-shape", default=None, help="e.g. 2,3,32,32 (default: model.example_inputs())")
         if name == "report":
             p.add_argument("-o", "--output", default=None)
         else:
             p.add_argument("--trials", type=int, default=2)
+            p.add_argument("--catalogue", action="store_true", help="self-check every THEORY.md row at tiny size")
+            p.add_argument("--max-params", type=int, default=2000,
+                           help="completeness runs on the largest blocks with at most this many parameters")
         p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     try:
