@@ -128,6 +128,7 @@ def completeness(
     max_depth: int = 6,
     tol: float = 1e-8,
     attempts: int = 20,
+    candidates: int = 6,
     norm_eps: float = 1e-2,
 ) -> CompletenessResult:
     """Compare the number of conservation laws of ``module`` with the laws fxlaws attaches.
@@ -146,6 +147,8 @@ def completeness(
         max_depth: deepest bracket depth tried (stops earlier when the rank stagnates).
         tol: relative singular-value threshold of numeric ranks.
         attempts: θ/input draws tried until every ReLU-like unit splits the inputs.
+        candidates: for data fields, draws whose depth-1 rank is compared; the largest is kept
+            (the generic rank is the maximum over θ).
         norm_eps: normalisation eps is raised to at least this in the (copied) module. Exact laws
             hold at every eps > 0; eps-broken ones (N2) break by ~eps/var, which at eps = 1e-5 sits
             at the edge of a float64 rank decision. A generic larger eps makes the count stable.
@@ -174,13 +177,23 @@ def completeness(
     flat = FlatModule(module, example_inputs, train=ann.train if ann is not None else True, generator=gen,
                       min_norm_eps=norm_eps)
 
-    split = None
-    for _ in range(max(1, attempts)):
+    # The number of laws near a *generic* θ is D minus the largest rank: at some draws (narrow
+    # ReLU layers) the random inputs realise too few activation patterns and the fields span less.
+    # Keep the draw whose fields span most among `candidates` where every unit splits the inputs.
+    best = None
+    for attempt in range(max(1, attempts)):
         theta, inputs = flat.random_theta(), flat.random_inputs()
         split = flat.activation_coverage(theta, inputs)
-        if split is not False:
+        if split is False and attempt < attempts - 1:
+            continue
+        scalar, sample = flat.data_scalar(inputs, loss) if fields == "data" else flat.phi_scalar(phi)
+        rank, _ = numeric_rank(field_values(scalar, theta, sample(flat.D + 8)[:, None, :]), tol)
+        if best is None or rank > best[0]:
+            best = (rank, theta, scalar, sample, split)
+        candidates -= 1
+        if candidates <= 0 or rank == flat.D or fields == "phi":
             break
-    scalar, sample = flat.data_scalar(inputs, loss) if fields == "data" else flat.phi_scalar(phi)
+    _, theta, scalar, sample, split = best
     ranks, basis = lie_rank(flat.D, theta, scalar, sample, max_depth=max_depth, tol=tol)
 
     # Exact laws must be orthogonal to the Lie algebra. Approximate (eps-broken) laws count as laws

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -37,7 +38,9 @@ def field_values(scalar: Scalar, theta: Tensor, rs: Tensor, chunk: int = 64) -> 
         outer = lambda t: x(t, r[0])  # noqa: E731
         return jvp(inner, (th,), (outer(th),))[1] - jvp(outer, (th,), (inner(th),))[1]
 
-    return vmap(lambda r: level(theta, r), chunk_size=chunk)(rs)
+    with warnings.catch_warnings():  # torch.func's decompositions warn about torch.jit.script once
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        return vmap(lambda r: level(theta, r), chunk_size=chunk)(rs)
 
 
 class FlatModule:
@@ -47,8 +50,8 @@ class FlatModule:
         module: the user's module (deep-copied; Dropout disabled so fields are deterministic).
         example_inputs: inputs of one forward call; random inputs copy their shapes and dtypes.
         train: module mode for the copy (BatchNorm batch statistics when True).
-        n_inputs: batch size of the random inputs (default: enough that the data fields can span
-            D directions: ``max(32, 2·D / outputs-per-example)``).
+        n_inputs: number of random inputs (default: enough that the data fields can span D
+            directions with room to spare: ``max(64, 4·D / outputs-per-example)``).
         min_norm_eps: raise every normalisation's eps to at least this in the copy.
     """
 
@@ -77,7 +80,7 @@ class FlatModule:
         with torch.no_grad():  # batch of 2: BatchNorm in train mode needs more than one value
             out = self.forward(self.flat(), self._inputs(2))
         self.out_per_example = max(1, sum(o.numel() for o in _flat(out)) // 2)
-        self.n_inputs = n_inputs or max(32, math.ceil(2 * self.D / self.out_per_example))
+        self.n_inputs = n_inputs or max(64, math.ceil(4 * self.D / self.out_per_example))
 
     # --- parameters --------------------------------------------------------------------------
     def flat(self) -> Tensor:
@@ -107,8 +110,10 @@ class FlatModule:
         def rnd(x):
             if isinstance(x, Tensor):
                 shape = (n, *x.shape[1:]) if x.dim() >= 1 else x.shape
-                if x.is_floating_point():
-                    return torch.randn(shape, generator=self.gen, dtype=torch.float64)
+                if x.is_floating_point():  # log-normal radii: reach ReLU regions far from the origin too
+                    radius = torch.exp(torch.randn((shape[0],) + (1,) * (len(shape) - 1), generator=self.gen,
+                                                   dtype=torch.float64)) if len(shape) >= 1 else 1.0
+                    return torch.randn(shape, generator=self.gen, dtype=torch.float64) * radius
                 if x.dtype == torch.bool:
                     return x[:1].expand(shape).clone() if x.dim() else x
                 hi = int(x.max()) + 1 if x.numel() else 2
@@ -182,11 +187,12 @@ class FlatModule:
                 h.remove()
         if not seen:
             return None
-        for act in seen:
-            a = act.movedim(-1, 1) if act.dim() == 2 else act
-            a = a.movedim(1, 0).reshape(a.shape[1], -1) if a.dim() > 1 else a.reshape(1, -1)
-            on = (a > 0).any(1) & (a <= 0).any(1)
-            if not bool(on.all()):
+        per_module = len(seen) // len(inputs)  # hooks fire once per module and batch, in order
+        for i in range(per_module):
+            acts = [seen[b * per_module + i] for b in range(len(inputs))]
+            units = [a.movedim(1, 0).reshape(a.shape[1], -1) if a.dim() > 1 else a.reshape(1, -1) for a in acts]
+            a = torch.cat(units, dim=1)  # units x (all samples and positions of every batch)
+            if not bool(((a > 0).any(1) & (a <= 0).any(1)).all()):
                 return False
         return True
 
