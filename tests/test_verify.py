@@ -541,3 +541,48 @@ def test_deep_narrow_relu_complete_for_every_seed(seed):
                         nn.Linear(3, 2)).double()
     res = completeness(net, (torch.randn(5, 3, dtype=torch.float64),), seed=seed)
     assert (res.verdict, res.expected, res.attached) == ("complete", 12, 12), str(res)
+
+
+# --- catalogue self-check (every THEORY §2 row at tiny size) ------------------------------------
+def test_catalogue_self_check_agrees_with_theory():
+    from fxlaws.verify.catalogue import self_check
+
+    rows = self_check()
+    bad = [str(r) for r in rows if not r.ok]
+    assert not bad, "\n".join(bad)
+    # The measured D − dim Lie equals THEORY's stated count on every row, including the attention
+    # rows whose laws fxlaws does not attach yet (so the engine itself is checked on them).
+    assert all(r.result.expected == r.case.theory_count for r in rows)
+    assert {r.case.row for r in rows} >= {"R1", "R2", "R3", "G1", "N1-N3", "N3", "T1", "T2", "A1+A2", "A4", "A5", "S1", "S2"}
+
+
+# --- gradient-flow integration (THEORY §4.1) ------------------------------------------------------
+def test_flow_check_exact_laws_stay_constant_on_smooth_paths():
+    from fxlaws.verify.flow import flow_check
+
+    torch.manual_seed(0)
+    # linear pair (G1): the flow is smooth, RK4 error ~dt^4
+    net = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Linear(4, 2, bias=False))
+    x = torch.randn(8, 3)
+    res = flow_check(net, fxlaws.annotate(net, x), x, steps=200)
+    assert res.rows[0].drift < 1e-8, res.rows
+    # Linear-LayerNorm under cross-entropy: N1 translations and T1 move only by round-off
+    net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 2))
+    res = flow_check(net, fxlaws.annotate(net, x, loss="cross_entropy"), x, steps=200)
+    for row in res.rows:
+        if row.theory in ("N1", "T1"):
+            assert row.drift < 1e-12, row
+
+
+def test_flow_check_relu_law_drift_shrinks_with_step_and_stays_far_below_motion():
+    from fxlaws.verify.flow import flow_check
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(8, 3)
+    ann = fxlaws.annotate(net, x)
+    coarse, fine = flow_check(net, ann, x, steps=50), flow_check(net, ann, x, steps=400)
+    assert fine.rows[0].drift <= coarse.rows[0].drift
+    assert fine.rows[0].drift < 1e-6
+    # ‖θ‖², not a law, moves at the scale of the flow itself: the law stays orders of magnitude below
+    assert fine.baseline > 1e3 * fine.rows[0].drift

@@ -144,6 +144,7 @@ CATALOGUE: tuple[CatalogueCase, ...] = (
     CatalogueCase("N1-N3", "Linear-LayerNorm-ReLU-Linear 3-4-2 (N2 is eps-broken: not counted)", _seq(lambda: (nn.Linear(3, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 2))), (2, 3), 8),
     CatalogueCase("N1-N3", "conv-BatchNorm-ReLU-conv, 4 channels: N1 4 + N3 4", _seq(lambda: (nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))), (2, 3, 6, 6), 8),
     CatalogueCase("N1-N3", "conv-GroupNorm(2 groups)-ReLU-conv, 4 channels: N1 2 + N3 4", _seq(lambda: (nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Conv2d(4, 2, 3))), (2, 3, 6, 6), 6),
+    CatalogueCase("N3", "Linear-RMSNorm-ReLU-Linear 3-4-2: γ_j² − out_j (N2 eps-broken, no N1)", _seq(lambda: (nn.Linear(3, 4), nn.RMSNorm(4, eps=1e-5), nn.ReLU(), nn.Linear(4, 2))), (2, 3), 4),
     CatalogueCase("T1", "linear layer 3→4 with bias under cross-entropy", lambda: nn.Linear(3, 4), (2, 3), 4, loss="cross_entropy"),
     CatalogueCase("T2", "Linear 3→4 → log_softmax inside the model (any loss)", _LogSoftmaxHead, (2, 3), 4),
     CatalogueCase("§1", "residual block x + fc2(relu(fc1(x))), hidden 4: the inner MLP's laws", _Residual, (2, 3), 4),
