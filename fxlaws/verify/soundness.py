@@ -125,9 +125,10 @@ def _soundness(model, ann, example_inputs, trials, samples, tol, seed) -> Soundn
     worst = {fam.name: 0.0 for fam in ann.laws}
     checked = {fam.name: 0 for fam in ann.laws}
     for _ in range(trials):
-        with torch.no_grad():
-            for p in params.values():
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7)
+        with torch.no_grad():  # fan-in scaled: keeps outputs O(1) (a saturated softmax puts the
+            for name, p in params.items():  # loss gradient at the rounding floor, where ratios are noise)
+                v = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                p.copy_(v / max(1, p[0].numel()) ** 0.5 if p.dim() >= 2 else (0.1 * v if name.endswith("bias") else v))
         x_args = tuple(_random_like(a, gen) for a in args)
         x_kwargs = {k: _random_like(v, gen) for k, v in kwargs.items()}
         outs = _flat_outputs(net(*x_args, **x_kwargs))
