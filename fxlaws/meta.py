@@ -30,6 +30,7 @@ CAT = "cat"              # torch.cat along ``axis``
 SPLIT = "split"          # split / chunk along ``axis`` (tuple output)
 GETITEM = "getitem"      # indexing a tuple or a tensor
 SOFTMAX = "softmax"      # softmax / log_softmax along ``axis``
+MHA = "mha"              # nn.MultiheadAttention (packed in_proj, same embed dim): ``groups`` = heads
 SHAPE = "shape"          # size / dim / shape / dtype: reads no values
 OUTPUT = "output"
 OPAQUE = "opaque"        # anything else: stops every law

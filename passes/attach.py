@@ -16,7 +16,8 @@ import torch.fx as fx
 
 from fxlaws import meta as M
 from fxlaws.laws import symbolic as S
-from fxlaws.laws.family import DiagonalTerms, GramTerms, LawFamily, SumTerms
+from fxlaws.laws.family import DiagonalTerms, GramTerms, HeadGramTerms, LawFamily, SumTerms
+from fxlaws.laws.slots import Piece
 from fxlaws.laws.slots import Slot
 
 from .partition import Coupling, NormSink, Partition, Space
@@ -69,6 +70,10 @@ class AttachLawsPass:
         self.names: set[str] = set()
         for coupling in partition.couplings:
             self._coupling(coupling)
+        for node in gm.graph.nodes:
+            op = M.get_op(node)
+            if op.kind == M.MHA:
+                self._multihead_attention(op)
         self._mark_nodes(gm, partition)
         return self.families, self.reasons
 
@@ -276,6 +281,55 @@ class AttachLawsPass:
                 name=f"translation:{kind_label}:{role}", kind="translation", theory=theory, slots=[slot],
                 modules=modules, expr=S.sum_expr(slot, shapes, group), shape=shape, count=groups * rest_n,
                 exact=True, assumptions=assumptions, formula=text, evaluator=SumTerms(slot, group),
+            )
+
+    def _multihead_attention(self, op) -> None:
+        """A1 (q/k per head), A2 (v/out per head), A3 (key bias) inside an nn.MultiheadAttention.
+
+        ``in_proj_weight`` stacks the q, k, v projections (rows [0, E), [E, 2E), [2E, 3E)); head h
+        owns rows h·dh … (h+1)·dh − 1 of each block and columns of the same range in out_proj.
+        """
+        shapes = self.facts.shapes
+        w, b = op.weight, op.bias
+        out_w = f"{op.module}.out_proj.weight"
+        E = shapes[w][1] if w in shapes else None
+        params = [p for p in (w, b, out_w) if p is not None]
+        problems = [p for p in (self._slot_problem(Slot.full(p, 0, 1)) for p in params) if p]
+        if E is None or problems:
+            self._note([op.module], "; ".join(problems) or f"{op.module}: parameters not found")
+            return
+        H = op.groups
+        dh = E // H
+
+        def block(param, k):  # channels [0, E) at rows k·E … of the packed parameter
+            return Slot(param, 0, (Piece(0, E, offset=k * E),), E)
+
+        def head_family(kind, theory, sources, sinks, label):
+            terms = [(s, 1.0) for s in sources] + [(s, -1.0) for s in sinks]
+            cols = sum(_cols(s, shapes) // E * dh for s, _ in terms)  # columns per head block
+            free = dh - min(dh, cols)
+            per_head = dh * (dh + 1) // 2 - free * (free + 1) // 2
+            text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c in terms)
+            self._family(
+                name=f"{kind}:{op.module}", kind=kind, theory=theory, slots=[s for s, _ in terms],
+                modules=[op.module], expr=S.gram_expr(terms, shapes), shape=(H, dh, dh), count=H * per_head,
+                exact=True, assumptions={"any-loss"},
+                formula=f"{text.lstrip('+ ')}  for j, k in the same head ({label}), {H} heads of {dh}",
+                evaluator=HeadGramTerms(tuple(terms), H),
+            )
+
+        q = [block(w, 0)] + ([block(b, 0)] if b else [])
+        k = [block(w, 1)] + ([block(b, 1)] if b else [])
+        v = [block(w, 2)] + ([block(b, 2)] if b else [])
+        head_family("attention-qk", "A1", q, k, "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
+        head_family("attention-vo", "A2", v, [Slot(out_w, 1, (Piece(0, E),), E)], "V̄_h V̄_hᵀ − O_hᵀ O_h")
+        if b:  # A3: softmax over keys ignores a key shift that is the same for every key
+            slot = block(b, 1)
+            self._family(
+                name=f"translation:{op.module}:key-bias", kind="translation", theory="A3", slots=[slot],
+                modules=[op.module], expr=S.sum_expr(slot, shapes, 1), shape=(E,), count=E, exact=True,
+                assumptions={"any-loss"}, formula=f"{b}[{E}+j]  (key bias) for j < {E}",
+                evaluator=SumTerms(slot, 1),
             )
 
     def _mark_nodes(self, gm: fx.GraphModule, partition: Partition) -> None:

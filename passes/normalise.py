@@ -164,6 +164,14 @@ class NormalisePass:
             return CanonicalOp(M.POOL, module=path, gl=False, dims=(_pool_dims(name),), detail=f"{name} {path}")
         if isinstance(m, _AVG_POOLS):
             return CanonicalOp(M.POOL, module=path, gl=True, dims=(_pool_dims(name),), detail=f"{name} {path}")
+        if isinstance(m, nn.MultiheadAttention):
+            if not m._qkv_same_embed_dim or m.bias_k is not None:
+                return CanonicalOp(M.OPAQUE, module=path, detail=f"MultiheadAttention {path} with separate "
+                                   "kdim/vdim or add_bias_kv (not supported)")
+            return CanonicalOp(M.MHA, module=path, weight=f"{path}.in_proj_weight",
+                               bias=f"{path}.in_proj_bias" if m.in_proj_bias is not None else None,
+                               groups=m.num_heads, axis=1 if m.batch_first else 0,
+                               detail=f"MultiheadAttention {path}")
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return CanonicalOp(M.SOFTMAX, module=path, axis=m.dim, detail=f"{name} {path}")
         return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported module {name} ({path})")

@@ -18,6 +18,7 @@ Returns: a :class:`Partition`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -259,6 +260,16 @@ class PartitionPass:
             axis = len(shape) - op.dims[0] - 1
             self._new_space(node, op, shape[axis], 0, "conv", gl=op.groups == 1)
             self.flows[node] = _Flow(axis, len(shape), ((len(self.spaces) - 1, Piece(0, shape[axis])),))
+        elif op.kind == M.MHA:
+            metas = node.meta.get("tensor_meta")
+            out = tuple(metas[0].shape) if isinstance(metas, tuple) and metas[0] is not None else None
+            if out is None:
+                return
+            proj = dataclasses.replace(op, weight=f"{op.module}.out_proj.weight",
+                                       bias=f"{op.module}.out_proj.bias" if op.bias else None)
+            self._new_space(node, proj, out[-1], 0, "linear", gl=True)
+            flow = _Flow(len(out) - 1, len(out), ((len(self.spaces) - 1, Piece(0, out[-1])),))
+            self.flows[node] = (flow,) + (None,) * (len(metas) - 1)
         elif op.kind == M.NORM:
             if op.norm in ("layer", "rms"):
                 if op.axis != 1:
@@ -295,6 +306,15 @@ class PartitionPass:
         if op.bias is None:
             return f  # acts on another axis, no bias: linear and channel-wise for the carried axis
         self._break(f, f"{op.detail} adds its bias along an axis that carries other channels")
+        return None
+
+    def _t_mha(self, node, op, f: _Flow):
+        # self-attention on one tensor: its channels feed q, k and v through in_proj's columns
+        q, k, v = (list(node.args) + [node.kwargs.get(n) for n in ("query", "key", "value")])[:3]
+        if q is k is v and f.axis == f.ndim - 1:
+            self._add_sink(node, op, f, op.weight, 1, gl=True)
+        else:
+            self._break(f, f"{op.detail}: channels enter query, key and value differently")
         return None
 
     def _t_conv(self, node, op, f: _Flow):

@@ -122,11 +122,13 @@ def _annotated(name: str, loss=None):
 
 
 def test_registry_is_covered():
-    assert set(MODELS) == set(EXPECTED) == set(T1)
+    # every MLP/CNN in the registry has hand-derived counts here (Transformers: test_transformer_models)
+    cnn = {name for name in MODELS if not name.endswith("-tiny")}
+    assert cnn == set(EXPECTED) == set(T1)
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=["any-loss", "cross-entropy"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_counts(name, loss):
     _, ann = _annotated(name, loss)
     assert ann.counts() == _expected(name, loss)
@@ -136,7 +138,7 @@ def test_counts(name, loss):
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=["any-loss", "cross-entropy"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_soundness(name, loss):
     model, ann = _annotated(name, loss)
     kw = dict(trials=1, samples=4) if name in LARGE else dict(trials=2, samples=8)
@@ -152,7 +154,7 @@ def _total(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_coverage(name):
     model, ann = _annotated(name, None)
     _, ann_ce = _annotated(name, "cross_entropy")

@@ -16,9 +16,9 @@ from torch import Tensor
 
 from .slots import Slot
 
-__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "SumTerms"]
+__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "HeadGramTerms", "SumTerms"]
 
-KINDS = ("rescale", "gl", "scale", "translation")
+KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,25 @@ class GramTerms:
 
 
 @dataclass(frozen=True)
+class HeadGramTerms:
+    """Per-head Gram laws: ``H[h] = Σ_t coef_t · M_t^{(h)} M_t^{(h)ᵀ}`` where ``M_t^{(h)}`` are the
+    ``dh`` consecutive channel rows of head ``h`` (rows A1, A2, A4). Result shape ``(heads, dh, dh)``."""
+
+    terms: tuple[tuple[Slot, float], ...]
+    heads: int
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for slot, coef in self.terms:
+            m = slot.channel_matrix(params)
+            m = m.reshape(self.heads, m.shape[0] // self.heads, m.shape[1])
+            g = m @ m.transpose(1, 2)
+            g = g if coef == 1 else g * coef
+            out = g if out is None else out + g
+        return out
+
+
+@dataclass(frozen=True)
 class SumTerms:
     """``h = Σ_{j ∈ group} slot[j, ...]``: linear laws (N1, T1, T2). ``group`` = channels per group."""
 
@@ -79,7 +98,7 @@ class LawFamily:
 
     Attributes:
         name: unique, stable name (``"rescale:layer1.0.bn1>layer1.0.conv2"``).
-        kind: "rescale", "gl", "scale" or "translation".
+        kind: "rescale", "gl", "scale", "translation", "attention-qk" or "attention-vo".
         theory: THEORY.md row id (R1, R2, R3, G1, N1, N2, N3, T1, T2).
         params: canonical qualified names of the parameters it reads.
         modules: module paths it touches (for reports).

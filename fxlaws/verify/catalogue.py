@@ -89,6 +89,15 @@ class _Attention(nn.Module):
         return self.o((a @ v).transpose(1, 2).reshape(b, t, self.h * self.dh))
 
 
+class _MHA(nn.Module):
+    def __init__(self, bias: bool):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(4, 2, bias=bias, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
 class _GLU(nn.Module):
     def __init__(self, act, d=3, hidden=4):
         super().__init__()
@@ -152,6 +161,8 @@ CATALOGUE: tuple[CatalogueCase, ...] = (
     CatalogueCase("A1+A2", "single-head attention d=4, dh=2, no biases", lambda: _Attention(), _TOKENS, 6, attached_by_fxlaws=False),
     CatalogueCase("A1-A3", "single-head attention d=4, dh=2, with biases", lambda: _Attention(bias=True), _TOKENS, 8, attached_by_fxlaws=False),
     CatalogueCase("A1+A2", "two heads d=4, dh=2, no biases", lambda: _Attention(heads=2), _TOKENS, 12, attached_by_fxlaws=False),
+    CatalogueCase("A1+A2", "nn.MultiheadAttention E=4, 2 heads, no biases: 2·3 + 2·3", lambda: _MHA(False), _TOKENS, 12),
+    CatalogueCase("A1-A3", "nn.MultiheadAttention E=4, 2 heads, biases: 6 + 6 + key bias 4", lambda: _MHA(True), _TOKENS, 16),
     CatalogueCase("A4", "GQA: two query heads on one kv head", lambda: _Attention(heads=2, kv_heads=1), _TOKENS, 6, attached_by_fxlaws=False),
     CatalogueCase("A5", "RoPE (half-split), one head dh=2: 1 pair + A2 3", lambda: _Attention(rope=True), _TOKENS, 4, attached_by_fxlaws=False),
     CatalogueCase("S1", "SwiGLU 3→4→3", lambda: _GLU(F.silu), (2, 3), 4),

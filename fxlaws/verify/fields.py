@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vmap
 
 from ..capture import normalise_inputs
@@ -132,7 +133,9 @@ class FlatModule:
         params = dict(self.unflat(theta))
         params.update(self.frozen)
         args, kwargs = inputs
-        return functional_call(self.net, params, args, kwargs)
+        # the fused attention kernels have no forward-mode AD (and no vmap rule): use the math one
+        with sdpa_kernel(SDPBackend.MATH):
+            return functional_call(self.net, params, args, kwargs)
 
     # --- fields ------------------------------------------------------------------------------
     def data_scalar(self, inputs, loss: str = "any") -> tuple[Scalar, Callable[[int], Tensor]]:
