@@ -6,8 +6,13 @@ from typing import Callable
 from torch import nn
 
 from .cnn import VGG, LeNet, lenet, vgg, vgg_bn
+from .encoder import MHAClassifier, TransformerEncoderClassifier, encoder_tiny, mha_tiny
+from .gpt import GPT, GPTConfig, gpt_tiny
+from .llama import Llama, LlamaConfig, RMSNorm, llama_tiny
 from .mlp import MLP, gelu_mlp, leaky_relu_mlp, linear_mlp, mlp, relu_mlp
+from .moe import MoEConfig, MoETransformer, moe_tiny
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
+from .vit import VisionTransformer, vit_b16, vit_tiny
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "mlp": relu_mlp,
@@ -19,6 +24,12 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet": lenet,
     "resnet18": resnet18,
     "resnet50": resnet50,
+    "vit-tiny": vit_tiny,
+    "gpt-tiny": gpt_tiny,
+    "llama-tiny": llama_tiny,
+    "encoder-tiny": encoder_tiny,
+    "mha-tiny": mha_tiny,
+    "moe-tiny": moe_tiny,
 }
 
 
@@ -54,4 +65,21 @@ __all__ = [
     "ResNet",
     "resnet18",
     "resnet50",
+    "VisionTransformer",
+    "vit_tiny",
+    "vit_b16",
+    "GPT",
+    "GPTConfig",
+    "gpt_tiny",
+    "Llama",
+    "LlamaConfig",
+    "RMSNorm",
+    "llama_tiny",
+    "TransformerEncoderClassifier",
+    "encoder_tiny",
+    "MHAClassifier",
+    "mha_tiny",
+    "MoETransformer",
+    "MoEConfig",
+    "moe_tiny",
 ]
