@@ -16,6 +16,7 @@ from .errors import (
     UntraceableModelError,
 )
 from .laws.family import LawFamily
+from .report import Report
 from .verify.soundness import soundness
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "soundness",
     "Annotation",
     "LawFamily",
+    "Report",
     "FxlawsError",
     "ExampleInputsError",
     "UntraceableModelError",

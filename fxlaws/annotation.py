@@ -121,6 +121,21 @@ class Annotation:
         return {fam.name: fam.evaluate(params) for fam in self.laws}
 
     # --- display -------------------------------------------------------------------------------
+    def report(self, *, title: str | None = None, history: Mapping | None = None) -> "Report":  # noqa: F821
+        """A static report of these laws: ``str(report)``, ``.to_markdown()``, ``.to_json()``,
+        ``.to_html(path)``.
+
+        Args:
+            title: heading of the text, Markdown and HTML reports (default: the model's class name).
+            history: step -> {metric: value} of logged law values; the HTML report plots their drift.
+
+        Returns:
+            A :class:`fxlaws.Report`.
+        """
+        from .report import Report
+
+        return Report(self, title=title, history=history)
+
     def __str__(self) -> str:
         return self.table()
 
