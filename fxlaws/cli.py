@@ -1,13 +1,14 @@
 """The ``fxlaws`` command line.
 
-    fxlaws demo                         annotate the built-in ResNet-18 and print its laws
+    fxlaws demo                         annotate the built-in ResNet-18, print its laws, write report.html
     fxlaws list-models                  built-in model names
-    fxlaws report MODEL_SPEC [--loss cross_entropy] [-o FILE]
+    fxlaws report MODEL_SPEC [--format text|md|json|html] [-o FILE] [--loss cross_entropy]
     fxlaws verify MODEL_SPEC            numeric soundness of every law (float64)
 
 MODEL_SPEC is a built-in name (``fxlaws list-models``), ``path/to/file.py:factory`` or
 ``package.module:factory``. Example inputs come from the model's ``example_inputs()`` or
-``--input-shape 2,3,32,32``. Exit codes: 0 ok, 1 a check failed, 2 bad usage / model error.
+``--input-shape 2,3,32,32``. Exit codes: 0 ok, 1 a check failed (or an internal error), 2 bad usage /
+model error.
 """
 
 from __future__ import annotations
@@ -89,8 +90,13 @@ def _cmd_demo(args) -> int:
     t = time.perf_counter()
     ann = annotate(model, model.example_inputs(), loss="cross_entropy")
     dt = time.perf_counter() - t
-    print(ann)
-    print(f"\nannotate took {dt:.2f} s")
+    report = ann.report(title="resnet18 (built-in ResNet-18, CIFAR stem)")
+    print(report)
+    print(f"annotate took {dt:.2f} s")
+    _progress("rendering the HTML report")
+    path = Path("report.html")
+    report.to_html(path)
+    print(f"wrote {path.resolve()}: open it in a browser (summary, model picture, every law as math)")
     if args.verify:
         _progress("checking every law numerically (float64, random θ, inputs and labels)")
         res = soundness(model, ann, trials=1, samples=4)
@@ -106,16 +112,47 @@ def _cmd_list(args) -> int:
     return 0
 
 
+_REPORT_FORMATS = ("text", "md", "json", "html")
+_REPORT_SUFFIXES = {".txt": "text", ".md": "md", ".markdown": "md", ".json": "json", ".html": "html", ".htm": "html"}
+
+
 def _cmd_report(args) -> int:
-    model, name = load_model(args.model)
-    ann = annotate(model, _inputs(model, args.input_shape), loss=args.loss)
-    text = str(ann)
+    fmt = args.format or (_REPORT_SUFFIXES.get(Path(args.output).suffix.lower(), "text") if args.output else "text")
+    _progress(f"building {args.model}")
+    try:
+        model, name = load_model(args.model)
+    except _UsageError as exc:
+        raise _UsageError(f"{exc}{_traceback_summary(exc.__cause__)}") from exc
+    inputs = _inputs(model, args.input_shape)
+    _progress(f"annotating {name} (loss={args.loss or 'any'})")
+    t = time.perf_counter()
+    ann = annotate(model, inputs, loss=args.loss)
+    _progress(f"{ann.num_laws:,} scalar laws in {len(ann.laws)} families ({time.perf_counter() - t:.2f} s); "
+              f"rendering {fmt}")
+    title = name if name == ann.model_name else f"{name} ({ann.model_name})"
+    report = ann.report(title=title)
+    render = {"text": report.to_text, "md": report.to_markdown, "json": report.to_json, "html": report.to_html}
+    text = render[fmt]()
     if args.output:
-        Path(args.output).write_text(text + "\n")
-        _progress(f"wrote {args.output}")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+        _progress(f"wrote {args.output} ({fmt})")
     else:
-        print(text)
+        sys.stdout.write(text)
     return 0
+
+
+def _traceback_summary(exc: BaseException | None, limit: int = 4) -> str:
+    """The last frames of a user factory's traceback (fxlaws' own loader frames left out)."""
+    if exc is None or exc.__traceback__ is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() != Path(__file__).resolve()]
+    if not frames:
+        return ""
+    lines = [f"\n  {f.filename}:{f.lineno} in {f.name}" + (f": {f.line}" if f.line else "") for f in frames[-limit:]]
+    return "\ntraceback (most recent call last):" + "".join(lines)
 
 
 def _blocks(model, inputs, max_params: int):
@@ -196,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_demo)
     p = sub.add_parser("list-models", help="built-in model names")
     p.set_defaults(fn=_cmd_list)
-    for name, fn, help_ in (("report", _cmd_report, "print the law table of a model"),
+    for name, fn, help_ in (("report", _cmd_report, "static report of a model's laws (text, md, json, html)"),
                             ("verify", _cmd_verify, "check every law numerically; completeness per block")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("model", nargs="?" if name == "verify" else None,
@@ -204,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--loss", choices=["any", "cross_entropy"], default=None)
         p.add_argument("--input-shape", default=None, help="e.g. 2,3,32,32 (default: model.example_inputs())")
         if name == "report":
-            p.add_argument("-o", "--output", default=None)
+            p.add_argument("--format", choices=_REPORT_FORMATS, default=None,
+                           help="text (default), md, json (schema fxlaws.report/1) or html (one offline file); "
+                                "default: from the -o suffix")
+            p.add_argument("-o", "--output", default=None, help="write the report there (default: stdout)")
         else:
             p.add_argument("--trials", type=int, default=2)
             p.add_argument("--catalogue", action="store_true", help="self-check every THEORY.md row at tiny size")
