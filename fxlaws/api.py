@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fxlaws.passes.attach import AttachLawsPass, ParamFacts
+from fxlaws.passes.attention import AttentionPass
 from fxlaws.passes.normalise import NormalisePass
 from fxlaws.passes.partition import PartitionPass
 
@@ -69,7 +70,10 @@ def annotate(
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     facts = ParamFacts(shapes=shapes, trainable=cap.trainable, uses=_param_uses(gm, canonical),
                        canonical=canonical)
-    families, reasons = AttachLawsPass(facts, loss=loss)(gm, partition)
+    attach = AttachLawsPass(facts, loss=loss)
+    families, reasons = attach(gm, partition)
+    AttentionPass(attach)(gm, model, cap.inputs)
+    attach._mark_nodes(gm, partition)  # again: attention families read parameters too
 
     notes = []
     if train and any(isinstance(m, _BATCH_NORMS) and not m.training for m in model.modules()):

@@ -24,7 +24,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import ExampleInputsError, UntraceableModelError
 
-__all__ = ["Capture", "capture", "normalise_inputs"]
+__all__ = ["Capture", "capture", "normalise_inputs", "run_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Capture:
         opaque: qualified paths of submodules kept as opaque leaves, with the reason.
         aliases: canonical parameter name -> every qualified name of the same tensor (tied weights).
         trainable: canonical names of parameters with ``requires_grad`` (the coordinates θ).
+        inputs: the example call's value for every placeholder (passes that re-run the graph).
     """
 
     graph_module: fx.GraphModule
@@ -49,6 +50,7 @@ class Capture:
     opaque: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     trainable: frozenset[str] = frozenset()
+    inputs: list = field(default_factory=list, repr=False)  # placeholder values of the example call
 
 
 def normalise_inputs(example_inputs: Any) -> tuple[tuple, dict]:
@@ -155,9 +157,8 @@ class _ShapeInterpreter(fx.Interpreter):
         return result
 
 
-def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs: dict) -> None:
-    modes = {m: m.training for m in model.modules()}
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
+def _placeholder_values(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs: dict) -> list:
+    """Values for the graph's placeholders, in order (keywords and forward defaults filled in)."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     flat = list(args)
     for n in placeholders[len(args):]:
@@ -173,10 +174,17 @@ def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs:
             f"{type(model).__name__}.forward takes inputs {names}; example_inputs gave "
             f"{len(args)} positional and keywords {sorted(kwargs)}."
         )
+    return flat
+
+
+def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -> Any:
+    """Run ``interpreter`` once in eval mode under ``no_grad``; restore every module's mode and buffer."""
+    modes = {m: m.training for m in model.modules()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
     try:
         model.eval()
         with torch.no_grad():
-            _ShapeInterpreter(gm).run(*flat)
+            return interpreter.run(*inputs)
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -221,7 +229,8 @@ def capture(
     gm, opaque = _trace_fx(model, leaf_modules, {})
     if any(p.device.type == "meta" for p in model.parameters()):
         args, kwargs = _meta_inputs(args, kwargs)
-    _propagate_shapes(model, gm, args, kwargs)
+    inputs = _placeholder_values(model, gm, args, kwargs)
+    run_graph(model, _ShapeInterpreter(gm), inputs)
 
     aliases: dict[str, list[str]] = {}
     canonical: dict[int, str] = {}
@@ -235,4 +244,5 @@ def capture(
         opaque=opaque,
         aliases={k: tuple(v) for k, v in aliases.items()},
         trainable=trainable,
+        inputs=inputs,
     )

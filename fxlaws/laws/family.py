@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .slots import Slot
 
-__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "HeadGramTerms", "SumTerms"]
+__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "HeadGramTerms", "BlockGramTerms", "SumTerms"]
 
 KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
@@ -72,6 +72,30 @@ class HeadGramTerms:
             m = slot.channel_matrix(params)
             m = m.reshape(self.heads, m.shape[0] // self.heads, m.shape[1])
             g = m @ m.transpose(1, 2)
+            g = g if coef == 1 else g * coef
+            out = g if out is None else out + g
+        return out
+
+
+@dataclass(frozen=True)
+class BlockGramTerms:
+    """Per-group Gram laws over heads: ``H[g] = Σ_t coef_t Σ_{h: groups_t[h] = g} M_t^{(h)} M_t^{(h)ᵀ}``.
+
+    Each term's slot has ``len(groups_t)`` heads of ``dh`` consecutive channels; ``groups_t[h]`` is
+    the group (kv head) head h belongs to (rows A1, A2, A4). Result shape ``(blocks, dh, dh)``.
+    """
+
+    terms: tuple[tuple[Slot, float, tuple[int, ...]], ...]
+    blocks: int
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for slot, coef, groups in self.terms:
+            m = slot.channel_matrix(params)
+            m = m.reshape(len(groups), m.shape[0] // len(groups), m.shape[1])
+            g = m @ m.transpose(1, 2)
+            index = torch.tensor(groups, device=g.device)
+            g = g.new_zeros(self.blocks, *g.shape[1:]).index_add(0, index, g)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out

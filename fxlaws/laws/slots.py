@@ -86,11 +86,20 @@ class Slot:
     def channel_matrix(self, params: Mapping[str, Tensor]) -> Tensor:
         """Rows indexed by channel: ``M[j] = param[..., pos(j), ...]`` flattened.
 
-        Every piece must hold all channels (``is_full``); repeated pieces sit side by side.
+        Either every piece holds all channels (``is_full``; repeated pieces sit side by side), or
+        the pieces tile the channels (e.g. one piece per attention head; rows in channel order).
         """
         p = params[self.param].movedim(self.axis, 0)
-        blocks = [p.narrow(0, q.offset, q.width).reshape(self.channels, -1) for q in self.pieces]
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        pieces = sorted(self.pieces, key=lambda q: q.start)
+        blocks = [p.narrow(0, q.offset, q.width).reshape(q.stop - q.start, -1) for q in pieces]
+        if len(blocks) == 1:
+            return blocks[0]
+        if self.is_full:
+            return torch.cat(blocks, dim=1)
+        if [(q.start, q.stop) for q in pieces] != list(zip([0] + [q.stop for q in pieces[:-1]], [q.stop for q in pieces])) \
+                or pieces[-1].stop != self.channels:
+            raise ValueError(f"slot {self.param}: pieces neither repeat nor tile the channels")
+        return torch.cat(blocks, dim=0)
 
     @property
     def is_full(self) -> bool:

@@ -1,0 +1,410 @@
+"""Attention pass: per-head laws of scaled-dot-product attention written with explicit projections.
+
+Reads the graph (after normalise) and the example inputs; returns law families A1 (query/key Gram
+per head, GQA groups: A4), A2 (value/output Gram per head) and A3 (key bias), THEORY §2.
+
+An *attention core* is ``F.scaled_dot_product_attention(q, k, v)`` or
+``matmul(softmax(matmul(q, kᵀ) [·scale] [+mask], dim=-1) [dropout], v)``. From each core argument
+the pass walks back through pure data movement (view/reshape/transpose/permute/contiguous/split/
+chunk/unbind/getitem/expand/repeat_interleave, and multiplication by a Python number) to a Linear
+producer, and from the core output forward to the output projection. Which producer row sits at
+which (head, head-dim) slot is read off by running the graph once with *index tensors* in place of
+the producers' outputs (pure data movement carries indices unchanged). A law is attached only if
+every use of the producer's output ends in this core (exclusivity), and — for A1 — if nothing but
+data movement sits between the projection and the scores (RoPE or q/k-norm ⇒ no A1, with a reason).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from fxlaws import meta as M
+from fxlaws.capture import run_graph
+from fxlaws.laws import symbolic as S
+from fxlaws.laws.family import BlockGramTerms, SumTerms
+from fxlaws.laws.slots import Piece, Slot
+
+__all__ = ["AttentionPass"]
+
+_MOVE_METHODS = {"view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "unsqueeze",
+                 "squeeze", "expand", "repeat_interleave", "split", "chunk", "unbind", "swapaxes", "view_as"}
+_MOVE_FUNCS = {torch.reshape, torch.transpose, torch.permute, torch.flatten, torch.unsqueeze, torch.squeeze,
+               torch.split, torch.chunk, torch.unbind, torch.repeat_interleave, operator.getitem, torch.swapaxes}
+_MATMUL = {operator.matmul, torch.matmul}
+_SCORE_OPS = {"mul", "truediv", "div", "add", "sub", "masked_fill", "iadd", "imul", "itruediv"}
+
+
+def _is_scalar_scale(node: fx.Node) -> bool:
+    if node.op not in ("call_function", "call_method"):
+        return False
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return name in ("mul", "truediv", "div", "imul", "itruediv") and len(node.args) == 2 and isinstance(
+        node.args[1], (int, float))
+
+
+def _is_move(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _MOVE_METHODS
+    if node.op == "call_function":
+        return node.target in _MOVE_FUNCS
+    return False
+
+
+def _is_matmul(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _MATMUL) or (node.op == "call_method" and node.target == "matmul")
+
+
+@dataclass
+class _Core:
+    node: fx.Node  # the core output (sdpa node or the second matmul)
+    q: fx.Node
+    k: fx.Node
+    v: fx.Node
+    k_transposed: bool  # explicit form reads kᵀ
+    softmax_over_keys: bool  # the scores reach softmax(dim=-1) through shifts/scales only (A3)
+    scores: Optional[fx.Node] = None  # the q·kᵀ matmul (the core itself for SDPA)
+    gqa: bool = False
+    chains: dict = field(default_factory=dict)  # "q"/"k"/"v" -> (producer node, set of chain nodes)
+
+
+class AttentionPass:
+    """``AttentionPass(attach)(gm, model, inputs) -> None``; adds families through ``attach._family``.
+
+    Args:
+        attach: the AttachLawsPass that already ran (shares parameter facts, naming and reasons).
+    """
+
+    def __init__(self, attach):
+        self.attach = attach
+
+    def __call__(self, gm: fx.GraphModule, model, inputs) -> None:
+        cores = [c for c in (self._core(n) for n in gm.graph.nodes) if c is not None]
+        if not cores:
+            return
+        for core in cores:
+            for role, arg in (("q", core.q), ("k", core.k), ("v", core.v)):
+                chain = self._back(arg)
+                if chain is not None:
+                    core.chains[role] = chain
+        producers = {p for c in cores for p, _ in c.chains.values()}
+        reads = {n for c in cores for n in (c.q, c.k, c.v)}
+        outs = {c.node: self._forward_to_projection(c.node) for c in cores}
+        reads |= {o for o in outs.values() if o is not None}
+        scales = {n for c in cores for _, ch in c.chains.values() for n in ch if _is_scalar_scale(n)}
+        interp = _IndexInterpreter(gm, producers, set(outs), scales, reads)
+        try:
+            run_graph(model, interp, inputs)
+        except Exception as exc:  # fall back to no attention law rather than guess
+            for c in cores:
+                self.attach._note([M.get_op(c.node).module], f"attention layout could not be read ({exc})")
+            return
+        for core in cores:
+            self._laws(core, outs[core.node], interp.values)
+
+    # --- finding cores ---------------------------------------------------------------------------
+    def _core(self, node: fx.Node) -> Optional[_Core]:
+        if node.op == "call_function" and node.target is F.scaled_dot_product_attention:
+            q, k, v = (list(node.args) + [node.kwargs.get(n) for n in ("query", "key", "value")])[:3]
+            return _Core(node, q, k, v, False, True, node, gqa=bool(node.kwargs.get("enable_gqa", False)))
+        if not _is_matmul(node) or len(node.args) != 2:
+            return None
+        attn, v = node.args
+        while isinstance(attn, fx.Node) and M.get_op(attn).kind == M.IDENTITY:  # dropout on the weights
+            attn = attn.args[0]
+        if not isinstance(attn, fx.Node) or M.get_op(attn).kind != M.SOFTMAX:
+            return None
+        scores = attn.args[0]
+        shift_only = True
+        while isinstance(scores, fx.Node) and not _is_matmul(scores):
+            name = scores.target if isinstance(scores.target, str) else getattr(scores.target, "__name__", "")
+            if name not in _SCORE_OPS or not isinstance(scores.args[0], fx.Node):
+                return None
+            shift_only &= len(scores.users) == 1
+            scores = scores.args[0]
+        if not isinstance(scores, fx.Node) or len(scores.args) != 2:
+            return None
+        dim = M.get_op(attn).axis
+        ndim = len(attn.meta["tensor_meta"].shape)
+        over_keys = dim is not None and dim % ndim == ndim - 1
+        return _Core(node, scores.args[0], scores.args[1], v, True,
+                      over_keys and shift_only and len(scores.users) == 1, scores)
+
+    def _back(self, node) -> Optional[tuple[fx.Node, set]]:
+        """Walk back through data movement to a Linear producer: (producer, chain nodes) or None."""
+        chain = set()
+        while isinstance(node, fx.Node):
+            op = M.get_op(node)
+            if op.kind == M.LINEAR and op.w_out_axis == 0 and op.weight is not None:
+                return node, chain
+            if not (_is_move(node) or _is_scalar_scale(node)):
+                return None
+            chain.add(node)
+            node = node.args[0]
+        return None
+
+    def _forward_to_projection(self, out: fx.Node) -> Optional[fx.Node]:
+        """The output projection reached from the core output through data movement only."""
+        node = out
+        while True:
+            users = [u for u in node.users if M.get_op(u).kind != M.SHAPE]
+            if len(users) != 1:
+                return None
+            (user,) = users
+            op = M.get_op(user)
+            if op.kind == M.LINEAR and op.w_out_axis == 0 and user.args[0] is node:
+                return node  # the projection's input value
+            if not _is_move(user) or user.args[0] is not node:
+                return None
+            node = user
+
+    # --- laws ------------------------------------------------------------------------------------
+    def _exclusive(self, producer: fx.Node, allowed: set, ends: set) -> bool:
+        """Every use of the producer's output is data movement inside ``allowed`` that ends in ``ends``
+        (the scores / the core, whose outputs no longer carry the projections' channels)."""
+        stack = [producer]
+        while stack:
+            node = stack.pop()
+            for user in node.users:
+                if M.get_op(user).kind == M.SHAPE or user in ends:
+                    continue
+                if user not in allowed:
+                    return False
+                stack.append(user)
+        return True
+
+    def _laws(self, core: _Core, proj_in: Optional[fx.Node], reads: dict) -> None:
+        at = self.attach
+        module = M.get_op(core.node).module
+        # Every use of a producer must stay inside this core's chains (exclusivity); where q, k, v
+        # come from one packed projection, the rows each reads are checked disjoint below.
+        allowed = set().union(*(ch for _, ch in core.chains.values()))
+        if "q" in core.chains and "k" in core.chains:
+            self._qk(core, reads, module, allowed)
+        else:
+            at._note([module], "attention: something other than data movement sits between the q/k "
+                               "projections and the scores (e.g. RoPE, q/k normalisation): no A1 law")
+        if "v" in core.chains and proj_in is not None:
+            self._vo(core, proj_in, reads, module, allowed)
+
+    def _disjoint(self, core: _Core, reads: dict) -> bool:
+        """Rows read as q, k and v from one shared producer do not overlap."""
+        rows: dict = {}
+        for role, arg, transposed in (("q", core.q, False), ("k", core.k, core.k_transposed), ("v", core.v, False)):
+            if role not in core.chains:
+                continue
+            table = self._head_table(reads.get(arg), transposed)
+            if table is None:
+                return False
+            producer = core.chains[role][0]
+            mine = set(table.flatten().tolist())
+            if rows.get(producer, set()) & mine:
+                return False
+            rows.setdefault(producer, set()).update(mine)
+        return True
+
+    @staticmethod
+    def _head_table(value, transposed: bool):
+        """(heads, dh) table of producer rows from an index value (*batch, T, dh); None if inconsistent."""
+        if value is None or value.dim() < 2:
+            return None
+        if transposed:
+            value = value.transpose(-1, -2)
+        per_b = value.reshape(value.shape[0] if value.dim() > 2 else 1, -1, value.shape[-2], value.shape[-1])
+        if not bool((per_b == per_b[:1]).all()) or not bool((per_b == per_b[:, :, :1]).all()):
+            return None  # differs across the batch or across tokens: not a head layout
+        table = per_b[0, :, 0, :]
+        if not bool((table == table.round()).all()):
+            return None
+        return table.long()
+
+    def _rows_slot(self, param: str, table: torch.Tensor, channels: int) -> Optional[Slot]:
+        """Slot whose virtual channel h·dh + d is row table[h, d] of ``param`` (contiguous per head)."""
+        pieces = []
+        dh = table.shape[1]
+        for h, rows in enumerate(table.tolist()):
+            if rows != list(range(rows[0], rows[0] + dh)):
+                return None
+            pieces.append(Piece(h * dh, (h + 1) * dh, rows[0]))
+        return Slot(param, 0, tuple(pieces), channels)
+
+    def _producer_slots(self, node: fx.Node, table: torch.Tensor) -> Optional[list[Slot]]:
+        op = M.get_op(node)
+        canon = self.attach.facts.canonical
+        n = table.numel()
+        slots = [self._rows_slot(canon.get(p, p), table, n) for p in (op.weight, op.bias) if p is not None]
+        return None if any(s is None for s in slots) else slots
+
+    def _qk(self, core: _Core, reads: dict, module, allowed: set) -> None:
+        at = self.attach
+        (pq, chain_q), (pk, chain_k) = core.chains["q"], core.chains["k"]
+        q_tab = self._head_table(reads.get(core.q), False)
+        k_tab = self._head_table(reads.get(core.k), core.k_transposed)
+        if q_tab is None or k_tab is None or q_tab.shape[1] != k_tab.shape[1]:
+            at._note([module], "attention: q/k head layout could not be read: no A1 law")
+            return
+        if core.gqa and k_tab.shape[0] != q_tab.shape[0]:  # SDPA(enable_gqa=True) repeats kv heads
+            rep = q_tab.shape[0] // k_tab.shape[0]
+            k_tab = k_tab.repeat_interleave(rep, dim=0)
+        blocks = {}  # k block rows -> block index
+        for row in k_tab.tolist():
+            blocks.setdefault(tuple(row), len(blocks))
+        k_blocks = torch.tensor(list(blocks), dtype=torch.long)
+        q_groups = [blocks[tuple(row)] for row in k_tab.tolist()]
+        q_rows = {tuple(r) for r in q_tab.tolist()}
+        if len(q_rows) != q_tab.shape[0] or len(set(q_tab.flatten().tolist())) != q_tab.numel() or (
+                len(set(k_blocks.flatten().tolist())) != k_blocks.numel()):
+            at._note([module], "attention: query heads share rows: no A1 law")
+            return
+        ends = {core.scores, core.node}  # which rows reach which end is checked by _disjoint
+        if not (self._exclusive(pq, allowed, ends) and self._exclusive(pk, allowed, ends) and self._disjoint(core, reads)):
+            at._note([module], "attention: the q/k projections are also used outside the scores: no A1 law")
+            return
+        q_slots, k_slots = self._producer_slots(pq, q_tab), self._producer_slots(pk, k_blocks)
+        if q_slots is None or k_slots is None:
+            at._note([module], "attention: q/k rows of a head are not contiguous: no A1 law")
+            return
+        problems = [p for p in (at._slot_problem(s) for s in q_slots + k_slots) if p]
+        if problems:
+            for p in problems:
+                at._note([module], p)
+            return
+        G = k_blocks.shape[0]
+        terms = tuple((s, 1.0, tuple(q_groups)) for s in q_slots) + tuple(
+            (s, -1.0, tuple(range(G))) for s in k_slots)
+        qm, km = M.get_op(pq).module, M.get_op(pk).module
+        gqa = q_tab.shape[0] != G
+        self._gram_family("attention-qk", "A4" if gqa else "A1", terms, G, k_blocks.shape[1],
+                          f"{qm}>{km}" if qm != km else f"{qm}:qk", [qm, km, module],
+                          "Σ_{h∈G(g)} Q̄_h Q̄_hᵀ − K̄_g K̄_gᵀ" if gqa else "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
+        bias = M.get_op(pk).bias
+        if core.softmax_over_keys and bias is not None:
+            slot = k_slots[1]
+            at._family(
+                name=f"translation:{km}:key-bias", kind="translation", theory="A3", slots=[slot],
+                modules=[km, module], expr=S.sum_expr(slot, at.facts.shapes, 1), shape=(slot.channels,),
+                count=slot.channels, exact=True, assumptions={"any-loss"},
+                formula=f"{slot.describe()}  (key bias under softmax over keys)", evaluator=SumTerms(slot, 1),
+            )
+
+    def _vo(self, core: _Core, proj_in: fx.Node, reads: dict, module, allowed: set) -> None:
+        at = self.attach
+        pv, chain_v = core.chains["v"]
+        v_tab = self._head_table(reads.get(core.v), False)
+        out = reads.get(proj_in)
+        if v_tab is None or out is None:
+            return
+        q_tab = self._head_table(reads.get(core.q), False)
+        if core.gqa and q_tab is not None and q_tab.shape[0] != v_tab.shape[0]:
+            v_tab = v_tab.repeat_interleave(q_tab.shape[0] // v_tab.shape[0], dim=0)
+        dh = v_tab.shape[1]
+        cols = out.reshape(-1, out.shape[-1])
+        if not bool((cols == cols[:1]).all()):
+            return
+        cols = cols[0].long()  # projection input column -> head·dh + d of the core output
+        n_heads = v_tab.shape[0]
+        if sorted(cols.tolist()) != list(range(n_heads * dh)):
+            return
+        blocks = {}
+        for row in v_tab.tolist():
+            blocks.setdefault(tuple(row), len(blocks))
+        v_blocks = torch.tensor(list(blocks), dtype=torch.long)
+        groups = tuple(blocks[tuple(row)] for row in v_tab.tolist())
+        proj = next(iter(proj_in.users))
+        if not (self._exclusive(pv, allowed, {core.scores, core.node}) and self._disjoint(core, reads)):
+            at._note([module], "attention: the v projection is also used elsewhere: no A2 law")
+            return
+        v_slots = self._producer_slots(pv, v_blocks)
+        o_param = at.facts.canonical.get(M.get_op(proj).weight, M.get_op(proj).weight)
+        order = torch.argsort(cols).view(n_heads, dh)  # column of (head h, dim d)
+        o_slot = self._cols_slot(o_param, order)
+        if v_slots is None or o_slot is None:
+            return
+        problems = [p for p in (at._slot_problem(s) for s in v_slots + [o_slot]) if p]
+        if problems:
+            for p in problems:
+                at._note([module], p)
+            return
+        G = v_blocks.shape[0]
+        terms = tuple((s, 1.0, tuple(range(G))) for s in v_slots) + ((o_slot, -1.0, groups),)
+        vm, om = M.get_op(pv).module, M.get_op(proj).module
+        self._gram_family("attention-vo", "A4" if G != n_heads else "A2", terms, G, dh, f"{vm}>{om}",
+                          [vm, om, module], "V̄_g V̄_gᵀ − Σ_{h∈G(g)} O_hᵀ O_h" if G != n_heads else
+                          "V̄_h V̄_hᵀ − O_hᵀ O_h")
+
+    @staticmethod
+    def _cols_slot(param: str, order: torch.Tensor) -> Optional[Slot]:
+        n_heads, dh = order.shape
+        pieces = []
+        for h, cols in enumerate(order.tolist()):
+            if cols != list(range(cols[0], cols[0] + dh)):
+                return None
+            pieces.append(Piece(h * dh, (h + 1) * dh, cols[0]))
+        slot = Slot(param, 1, tuple(pieces), n_heads * dh)
+        return slot
+
+    def _gram_family(self, kind, theory, terms, blocks, dh, label, modules, math) -> None:
+        at = self.attach
+        shapes = at.facts.shapes
+        per_block_cols = [0] * blocks
+        for slot, _, groups in terms:
+            rest = 1
+            for d, n in enumerate(shapes[slot.param]):
+                if d != slot.axis:
+                    rest *= n
+            for g in groups:
+                per_block_cols[g] += rest
+        count = 0
+        for cols in per_block_cols:
+            free = dh - min(dh, cols)
+            count += dh * (dh + 1) // 2 - free * (free + 1) // 2
+        plain = tuple((s, c) for s, c, _ in terms)
+        text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c, _ in terms)
+        at._family(
+            name=f"{kind}:{label}", kind=kind, theory=theory, slots=[s for s, _, _ in terms], modules=modules,
+            expr=S.gram_expr(plain, shapes), shape=(blocks, dh, dh), count=count, exact=True,
+            assumptions={"any-loss"},
+            formula=f"{math}: {text.lstrip('+ ')}  for j, k in one head, {blocks} group(s) of {dh}",
+            evaluator=BlockGramTerms(tuple(terms), blocks),
+        )
+
+
+class _IndexInterpreter(fx.Interpreter):
+    """Runs the graph with index tensors: producers emit their channel index, cores their
+    (head·dh + d) index, scalar scales pass values through; nodes off the chains that fail on
+    index values yield zeros of their recorded shape. ``values`` holds the tensors at ``reads``."""
+
+    def __init__(self, gm, producers, cores, scales, reads):
+        super().__init__(gm)
+        self.producers, self.cores, self.scales, self.reads = producers, cores, scales, reads
+        self.values: dict = {}
+
+    def run_node(self, n: fx.Node):
+        tm = n.meta.get("tensor_meta")
+        if n in self.producers:
+            value = torch.arange(tm.shape[-1], dtype=torch.float64).expand(*tm.shape).clone()
+        elif n in self.cores:
+            shape = tuple(tm.shape)  # (batch, *heads, T, dh)
+            hs, dh = shape[1:-2], shape[-1]
+            n_heads = 1
+            for h in hs:
+                n_heads *= h
+            head = torch.arange(n_heads, dtype=torch.float64).view(1, *hs, 1, 1) if hs else torch.zeros(1, 1, 1)
+            value = (head * dh + torch.arange(dh, dtype=torch.float64)).expand(*shape).clone()
+        elif n in self.scales:
+            value = self.env[n.args[0]]
+        else:
+            try:
+                value = super().run_node(n)
+            except Exception:
+                if tm is None or not hasattr(tm, "shape"):
+                    raise
+                value = torch.zeros(tm.shape, dtype=tm.dtype)
+        if n in self.reads and isinstance(value, torch.Tensor):
+            self.values[n] = value.to(torch.float64)
+        return value
