@@ -102,9 +102,10 @@ def _param_uses(gm, canonical) -> dict[str, int]:
         if node.op == "call_module":
             for name, _ in gm.get_submodule(node.target).named_parameters(prefix=str(node.target), remove_duplicate=False):
                 uses[canonical.get(name, name)] += 1
-        elif node.op == "get_attr":
+        elif node.op == "get_attr":  # reading only its shape (w.shape) is not a use of the values
             name = str(node.target)
-            uses[canonical.get(name, name)] += max(1, len(node.users))
+            value_users = [u for u in node.users if M.get_op(u).kind != M.SHAPE]
+            uses[canonical.get(name, name)] += max(1, len(value_users))
     return dict(uses)
 
 

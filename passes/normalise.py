@@ -192,6 +192,8 @@ class NormalisePass:
             groups = _arg(node, 6, "groups", 1)
             return CanonicalOp(M.CONV, module=path, weight=wn, bias=bn, groups=groups,
                                dims=(_CONV_FUNCS[fn],), detail=f"{name} {node.name}")
+        if fn in (F.layer_norm, F.group_norm, getattr(F, "rms_norm", None)) and fn is not None:
+            return self._functional_norm(node, fn, path, params)
         if fn in (operator.matmul, torch.matmul):
             wn = _param_name(node.args[1], params)
             if wn is not None and params[wn].dim() == 2:
@@ -236,6 +238,34 @@ class NormalisePass:
         if fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
             return CanonicalOp(M.SOFTMAX, module=path, axis=_arg(node, 1, "dim"), detail=f"{name} ({node.name})")
         return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported function {name} ({node.name})")
+
+    def _functional_norm(self, node: fx.Node, fn: Callable, path, params: dict) -> CanonicalOp:
+        """F.layer_norm / F.rms_norm / F.group_norm whose affine parameters are module parameters
+        (nanoGPT's LayerNorm with optional bias calls F.layer_norm(x, w.shape, w, b, eps))."""
+        name = fn.__name__
+        if fn is F.group_norm:
+            groups, w, b = _arg(node, 1, "num_groups"), _arg(node, 2, "weight"), _arg(node, 3, "bias")
+        else:
+            w = _arg(node, 2, "weight")
+            b = _arg(node, 3, "bias") if fn is F.layer_norm else None
+        wn, bn = _param_name(w, params), _param_name(b, params)
+        if (w is not None and wn is None) or (b is not None and bn is None):
+            return CanonicalOp(M.OPAQUE, module=path, detail=f"{name} with computed affine parameters ({node.name})")
+        if fn is F.group_norm:
+            if not isinstance(groups, int):
+                return CanonicalOp(M.OPAQUE, module=path, detail=f"{name} with unknown groups ({node.name})")
+            return CanonicalOp(M.NORM, module=path, weight=wn, bias=bn, norm="group", centered=True, groups=groups,
+                               detail=f"{name} ({node.name})")
+        shape = _arg(node, 1, "normalized_shape")
+        if isinstance(shape, fx.Node):  # e.g. self.weight.shape: its length is the weight's rank
+            dims = params[wn].dim() if wn is not None else None
+        else:
+            dims = len(shape) if isinstance(shape, (tuple, list)) else 1 if isinstance(shape, int) else None
+        if dims is None:
+            return CanonicalOp(M.OPAQUE, module=path, detail=f"{name} with unknown normalized_shape ({node.name})")
+        kind = "layer" if fn is F.layer_norm else "rms"
+        return CanonicalOp(M.NORM, module=path, weight=wn, bias=bn, norm=kind, centered=kind == "layer",
+                           axis=dims, detail=f"{name} ({node.name})")
 
     def _method_op(self, node: fx.Node, name: str, path) -> CanonicalOp:
         if name in _HOMOGENEOUS_METHODS:

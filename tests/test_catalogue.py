@@ -932,3 +932,50 @@ def test_sympy_template_matches_evaluate(case):
         got = substitute(fam.expr, fam.symbols, params, **kw)
         want = float(value[ix]) if ix else float(value[0])
         assert got == pytest.approx(want, rel=1e-10, abs=1e-12), (kw, fam.expr)
+
+
+# ---------------------------------------------------------------------------------------------
+# functional norms (nanoGPT's LayerNorm calls F.layer_norm(x, self.weight.shape, w, b, eps))
+# ---------------------------------------------------------------------------------------------
+class _FunctionalLN(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(n)), nn.Parameter(torch.zeros(n))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class _FunctionalLNMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.ln, self.b = nn.Linear(3, 4), _FunctionalLN(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(F.relu(self.ln(self.a(x))))
+
+
+class _FunctionalGN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 3)
+        self.w, self.bias = nn.Parameter(torch.ones(4)), nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return self.d(F.relu(F.group_norm(self.c(x), 2, self.w, self.bias)))
+
+
+@pytest.mark.parametrize("build, shape, want", [
+    # Same counts as nn.LayerNorm (THEORY §2 tiny-instance list): N1 Σ_j a.weight[j] (3) + Σ_j a.bias[j]
+    # (1); N3 γ_j² + β_j² − ‖b.weight[:, j]‖² (4); N2 one approximate scale law. Reading w.shape
+    # is not a second use of w (no "tied weights").
+    (_FunctionalLNMLP, (2, 3), {"translation": 4, "rescale": 4, "scale (approx.)": 1}),
+    # GroupNorm, 2 groups of 2 channels on a conv: N1 one bias sum per group (2), N3 per channel (4),
+    # N2 per group (2).
+    (_FunctionalGN, (2, 3, 6, 6), {"translation": 2, "rescale": 4, "scale (approx.)": 2}),
+], ids=["F.layer_norm", "F.group_norm"])
+def test_functional_norms(build, shape, want):
+    model, x = build().double(), torch.randn(shape, dtype=torch.float64)
+    ann = annotate(model, x)
+    assert ann.counts() == want
+    assert_sound(model, ann, x)
