@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fxlaws import meta as M
 from fxlaws.capture import run_graph
 from fxlaws.laws import symbolic as S
-from fxlaws.laws.family import BlockGramTerms, SumTerms
+from fxlaws.laws.family import BlockGramTerms, PairTerms, SumTerms
 from fxlaws.laws.slots import Piece, Slot
 
 __all__ = ["AttentionPass"]
@@ -48,6 +48,11 @@ def _is_scalar_scale(node: fx.Node) -> bool:
         node.args[1], (int, float))
 
 
+def _value_users(node: fx.Node) -> set:
+    """Users that read the node's values (not just its shape)."""
+    return {u for u in node.users if M.get_op(u).kind != M.SHAPE}
+
+
 def _is_move(node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in _MOVE_METHODS
@@ -58,6 +63,14 @@ def _is_move(node: fx.Node) -> bool:
 
 def _is_matmul(node: fx.Node) -> bool:
     return (node.op == "call_function" and node.target in _MATMUL) or (node.op == "call_method" and node.target == "matmul")
+
+
+@dataclass(frozen=True)
+class _Rope:
+    out: fx.Node  # x·cos + rot(x)·sin
+    x: fx.Node
+    rot: fx.Node  # rot(x)
+    nodes: frozenset
 
 
 @dataclass
@@ -87,6 +100,7 @@ class AttentionPass:
         cores = [c for c in (self._core(n) for n in gm.graph.nodes) if c is not None]
         if not cores:
             return
+        self.ropes: dict = {}
         for core in cores:
             for role, arg in (("q", core.q), ("k", core.k), ("v", core.v)):
                 chain = self._back(arg)
@@ -96,8 +110,10 @@ class AttentionPass:
         reads = {n for c in cores for n in (c.q, c.k, c.v)}
         outs = {c.node: self._forward_to_projection(c.node) for c in cores}
         reads |= {o for o in outs.values() if o is not None}
-        scales = {n for c in cores for _, ch in c.chains.values() for n in ch if _is_scalar_scale(n)}
-        interp = _IndexInterpreter(gm, producers, set(outs), scales, reads)
+        passthrough = {n: n.args[0] for c in cores for _, ch in c.chains.values() for n in ch if _is_scalar_scale(n)}
+        passthrough.update({r.out: r.x for r in self.ropes.values()})  # indices cross a rotary block unchanged
+        reads |= {r.rot for r in self.ropes.values()} | {r.x for r in self.ropes.values()}
+        interp = _IndexInterpreter(gm, producers, set(outs), passthrough, reads)
         try:
             run_graph(model, interp, inputs)
         except Exception as exc:  # fall back to no attention law rather than guess
@@ -136,17 +152,67 @@ class AttentionPass:
                       over_keys and shift_only and len(scores.users) == 1, scores)
 
     def _back(self, node) -> Optional[tuple[fx.Node, set]]:
-        """Walk back through data movement to a Linear producer: (producer, chain nodes) or None."""
+        """Walk back through data movement (and at most one rotary embedding) to a Linear producer:
+        (producer, chain nodes) or None. A rotary block found on the way is stored in ``self.ropes``."""
         chain = set()
         while isinstance(node, fx.Node):
             op = M.get_op(node)
             if op.kind == M.LINEAR and op.w_out_axis == 0 and op.weight is not None:
                 return node, chain
+            rope = self._rope(node)
+            if rope is not None:
+                self.ropes[node] = rope
+                chain |= rope.nodes
+                node = rope.x
+                continue
             if not (_is_move(node) or _is_scalar_scale(node)):
                 return None
             chain.add(node)
             node = node.args[0]
         return None
+
+    def _rope(self, node: fx.Node) -> Optional["_Rope"]:
+        """``x·cos + rot(x)·sin`` with ``rot`` pure data movement and negation of x (rotate_half or
+        rotate-every-two), every intermediate used only inside the block (THEORY A5)."""
+        if M.get_op(node).kind != M.ADD or len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
+            return None
+        if "sub" in M.get_op(node).detail:
+            return None
+        for a, b in (node.args, node.args[::-1]):
+            if M.get_op(a).kind != M.MUL or M.get_op(b).kind != M.MUL or "mul" not in M.get_op(a).detail or (
+                    "mul" not in M.get_op(b).detail):
+                continue
+            for x in a.args:
+                if not isinstance(x, fx.Node):
+                    continue
+                for y in b.args:
+                    rot = self._rotation(y, x) if isinstance(y, fx.Node) else None
+                    if rot is None:
+                        continue
+                    inside = rot | {a, b, node}
+                    if all(_value_users(n) <= inside for n in rot | {a, b, x}):
+                        return _Rope(node, x, y, frozenset(inside))
+        return None
+
+    @staticmethod
+    def _rotation(y: fx.Node, x: fx.Node) -> Optional[set]:
+        """Nodes of a pure rearrangement-with-negation of ``x`` ending in ``y`` (or None)."""
+        nodes, stack = set(), [y]
+        while stack:
+            n = stack.pop()
+            if n is x:
+                continue
+            op = M.get_op(n)
+            neg = op.kind == M.MUL and op.detail == "neg"
+            if not (neg or _is_move(n) or (op.kind == M.CAT) or (n.op == "call_function" and n.target is torch.stack)):
+                return None
+            nodes.add(n)
+            args = n.args[0] if op.kind == M.CAT or n.target is torch.stack else n.args[0]
+            inputs = list(args) if isinstance(args, (list, tuple)) else [args]
+            if not all(isinstance(i, fx.Node) for i in inputs):
+                return None
+            stack.extend(inputs)
+        return nodes if nodes else None
 
     def _forward_to_projection(self, out: fx.Node) -> Optional[fx.Node]:
         """The output projection reached from the core output through data movement only."""
@@ -279,6 +345,16 @@ class AttentionPass:
             (s, -1.0, tuple(range(G))) for s in k_slots)
         qm, km = M.get_op(pq).module, M.get_op(pk).module
         gqa = q_tab.shape[0] != G
+        rope_q = [r for r in self.ropes.values() if r.nodes <= chain_q]
+        rope_k = [r for r in self.ropes.values() if r.nodes <= chain_k]
+        if rope_q or rope_k:
+            pairs = [self._pairs(r, reads) for r in rope_q + rope_k]
+            if len(rope_q) != 1 or len(rope_k) != 1 or None in pairs or pairs[0] != pairs[1]:
+                at._note([module], "attention: rotary embedding on q and k not recognised as one pairing: no A1/A5 law")
+                return
+            self._rope_family(q_slots, k_slots, tuple(q_groups), G, k_blocks.shape[1], pairs[0],
+                              f"{qm}>{km}" if qm != km else f"{qm}:qk", [qm, km, module])
+            return
         self._gram_family("attention-qk", "A4" if gqa else "A1", terms, G, k_blocks.shape[1],
                           f"{qm}>{km}" if qm != km else f"{qm}:qk", [qm, km, module],
                           "Σ_{h∈G(g)} Q̄_h Q̄_hᵀ − K̄_g K̄_gᵀ" if gqa else "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
@@ -291,6 +367,45 @@ class AttentionPass:
                 count=slot.channels, exact=True, assumptions={"any-loss"},
                 formula=f"{slot.describe()}  (key bias under softmax over keys)", evaluator=SumTerms(slot, 1),
             )
+
+    def _pairs(self, rope: _Rope, reads: dict) -> Optional[tuple[tuple[int, int], ...]]:
+        """Head-dim positions the rotary block rotates together, e.g. ((0, 4), (1, 5), …) for
+        rotate_half with dh = 8, ((0, 1), (2, 3), …) for rotate-every-two; None if unreadable."""
+        x_tab = self._head_table(reads.get(rope.x), False)
+        r_val = reads.get(rope.rot)
+        r_tab = self._head_table(r_val.abs(), False) if r_val is not None else None
+        if x_tab is None or r_tab is None or x_tab.shape != r_tab.shape:
+            return None
+        partners = None
+        for xs, rs in zip(x_tab.tolist(), r_tab.tolist()):
+            where = {row: d for d, row in enumerate(xs)}
+            if any(row not in where for row in rs):
+                return None
+            p = [where[row] for row in rs]
+            if any(p[p[d]] != d or p[d] == d for d in range(len(p))) or (partners is not None and p != partners):
+                return None
+            partners = p
+        return tuple((d, partners[d]) for d in range(len(partners)) if d < partners[d])
+
+    def _rope_family(self, q_slots, k_slots, q_groups, G, dh, pairs, label, modules) -> None:
+        """A5: per kv group g and frequency pair f, Σ_{h∈G(g)} ‖Q̄_h^{(f)}‖² − ‖K̄_g^{(f)}‖²."""
+        at = self.attach
+        terms = tuple((s, 1.0, q_groups) for s in q_slots) + tuple((s, -1.0, tuple(range(G))) for s in k_slots)
+        problems = [p for p in (at._slot_problem(s) for s, _, _ in terms) if p]
+        if problems:
+            for p in problems:
+                at._note(modules, p)
+            return
+        plain = tuple((s, c) for s, c, _ in terms)
+        text = " ".join(f"{'+' if c > 0 else '−'} ‖{s.describe()}‖²" for s, c, _ in terms).lstrip("+ ")
+        at._family(
+            name=f"attention-qk:{label}:rope", kind="attention-qk", theory="A5", slots=[s for s, _, _ in terms],
+            modules=modules, expr=S.diag_expr(plain, at.facts.shapes), shape=(G, len(pairs)), count=G * len(pairs),
+            exact=True, assumptions={"any-loss"},
+            formula=f"Σ_{{h∈G(g)}} ‖Q̄_h^(f)‖² − ‖K̄_g^(f)‖² per rotary pair f {list(pairs)[:3]}…: {text} "
+                    f"summed over each pair",
+            evaluator=PairTerms(terms, G, dh, pairs),
+        )
 
     def _vo(self, core: _Core, proj_in: fx.Node, reads: dict, module, allowed: set) -> None:
         at = self.attach
@@ -376,12 +491,12 @@ class AttentionPass:
 
 class _IndexInterpreter(fx.Interpreter):
     """Runs the graph with index tensors: producers emit their channel index, cores their
-    (head·dh + d) index, scalar scales pass values through; nodes off the chains that fail on
+    (head·dh + d) index, scalar scales and rotary blocks pass values through; nodes off the chains that fail on
     index values yield zeros of their recorded shape. ``values`` holds the tensors at ``reads``."""
 
-    def __init__(self, gm, producers, cores, scales, reads):
-        super().__init__(gm)
-        self.producers, self.cores, self.scales, self.reads = producers, cores, scales, reads
+    def __init__(self, gm, producers, cores, passthrough, reads):
+        super().__init__(gm, garbage_collect_values=False)  # pass-through reads values after their last use
+        self.producers, self.cores, self.passthrough, self.reads = producers, cores, passthrough, reads
         self.values: dict = {}
 
     def run_node(self, n: fx.Node):
@@ -396,8 +511,8 @@ class _IndexInterpreter(fx.Interpreter):
                 n_heads *= h
             head = torch.arange(n_heads, dtype=torch.float64).view(1, *hs, 1, 1) if hs else torch.zeros(1, 1, 1)
             value = (head * dh + torch.arange(dh, dtype=torch.float64)).expand(*shape).clone()
-        elif n in self.scales:
-            value = self.env[n.args[0]]
+        elif n in self.passthrough:
+            value = self.env[self.passthrough[n]]
         else:
             try:
                 value = super().run_node(n)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .slots import Slot
 
-__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "HeadGramTerms", "BlockGramTerms", "SumTerms"]
+__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "HeadGramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
 
 KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
@@ -96,6 +96,29 @@ class BlockGramTerms:
             g = m @ m.transpose(1, 2)
             index = torch.tensor(groups, device=g.device)
             g = g.new_zeros(self.blocks, *g.shape[1:]).index_add(0, index, g)
+            g = g if coef == 1 else g * coef
+            out = g if out is None else out + g
+        return out
+
+
+@dataclass(frozen=True)
+class PairTerms:
+    """Rotary-pair laws (row A5): per group g and pair f = (d1, d2) of head dims,
+    ``Σ_t coef_t Σ_{h: groups_t[h] = g} (‖slot_t[h·dh + d1]‖² + ‖slot_t[h·dh + d2]‖²)``; shape (blocks, pairs)."""
+
+    terms: tuple[tuple[Slot, float, tuple[int, ...]], ...]
+    blocks: int
+    dh: int
+    pairs: tuple[tuple[int, int], ...]
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        first = torch.tensor([a for a, _ in self.pairs])
+        second = torch.tensor([b for _, b in self.pairs])
+        out = None
+        for slot, coef, groups in self.terms:
+            v = slot.channel_sq(params).view(len(groups), self.dh)
+            per_head = v[:, first] + v[:, second]
+            g = per_head.new_zeros(self.blocks, len(self.pairs)).index_add(0, torch.tensor(groups), per_head)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out
