@@ -16,7 +16,7 @@ import torch.fx as fx
 
 from fxlaws import meta as M
 from fxlaws.laws import symbolic as S
-from fxlaws.laws.family import DiagonalTerms, GramTerms, HeadGramTerms, LawFamily, SumTerms
+from fxlaws.laws.family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, SumTerms
 from fxlaws.laws.slots import Piece
 from fxlaws.laws.slots import Slot
 
@@ -304,25 +304,15 @@ class AttachLawsPass:
         def block(param, k):  # channels [0, E) at rows k·E … of the packed parameter
             return Slot(param, 0, (Piece(0, E, offset=k * E),), E)
 
-        def head_family(kind, theory, sources, sinks, label):
-            terms = [(s, 1.0) for s in sources] + [(s, -1.0) for s in sinks]
-            cols = sum(_cols(s, shapes) // E * dh for s, _ in terms)  # columns per head block
-            free = dh - min(dh, cols)
-            per_head = dh * (dh + 1) // 2 - free * (free + 1) // 2
-            text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c in terms)
-            self._family(
-                name=f"{kind}:{op.module}", kind=kind, theory=theory, slots=[s for s, _ in terms],
-                modules=[op.module], expr=S.gram_expr(terms, shapes), shape=(H, dh, dh), count=H * per_head,
-                exact=True, assumptions={"any-loss"},
-                formula=f"{text.lstrip('+ ')}  for j, k in the same head ({label}), {H} heads of {dh}",
-                evaluator=HeadGramTerms(tuple(terms), H),
-            )
-
         q = [block(w, 0)] + ([block(b, 0)] if b else [])
         k = [block(w, 1)] + ([block(b, 1)] if b else [])
         v = [block(w, 2)] + ([block(b, 2)] if b else [])
-        head_family("attention-qk", "A1", q, k, "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
-        head_family("attention-vo", "A2", v, [Slot(out_w, 1, (Piece(0, E),), E)], "V̄_h V̄_hᵀ − O_hᵀ O_h")
+        heads = tuple(range(H))
+        o = [Slot(out_w, 1, (Piece(0, E),), E)]
+        self._block_gram_family("attention-qk", "A1", tuple((s, c, heads) for s, c in [(s, 1.0) for s in q] + [
+            (s, -1.0) for s in k]), H, dh, op.module, [op.module], "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
+        self._block_gram_family("attention-vo", "A2", tuple((s, c, heads) for s, c in [(s, 1.0) for s in v] + [
+            (s, -1.0) for s in o]), H, dh, op.module, [op.module], "V̄_h V̄_hᵀ − O_hᵀ O_h")
         if b:  # A3: softmax over keys ignores a key shift that is the same for every key
             slot = block(b, 1)
             self._family(
@@ -331,6 +321,34 @@ class AttachLawsPass:
                 assumptions={"any-loss"}, formula=f"{b}[{E}+j]  (key bias) for j < {E}",
                 evaluator=SumTerms(slot, 1),
             )
+
+    def _block_gram_family(self, kind, theory, terms, blocks, dh, label, modules, math) -> None:
+        """Per-group Gram family (rows A1, A2, A4): terms are (slot, coef, group of each head).
+
+        ``count``: per group, dh(dh+1)/2 − s(s+1)/2 with s = dh − min(dh, columns in the group).
+        """
+        shapes = self.facts.shapes
+        per_block_cols = [0] * blocks
+        for slot, _, groups in terms:
+            rest = 1
+            for d, n in enumerate(shapes[slot.param]):
+                if d != slot.axis:
+                    rest *= n
+            for g in groups:
+                per_block_cols[g] += rest
+        count = 0
+        for cols in per_block_cols:
+            free = dh - min(dh, cols)
+            count += dh * (dh + 1) // 2 - free * (free + 1) // 2
+        plain = tuple((s, c) for s, c, _ in terms)
+        text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c, _ in terms)
+        self._family(
+            name=f"{kind}:{label}", kind=kind, theory=theory, slots=[s for s, _, _ in terms], modules=modules,
+            expr=S.gram_expr(plain, shapes), shape=(blocks, dh, dh), count=count, exact=True,
+            assumptions={"any-loss"},
+            formula=f"{math}: {text.lstrip('+ ')}  for j, k in one head, {blocks} group(s) of {dh}",
+            evaluator=BlockGramTerms(tuple(terms), blocks),
+        )
 
     def _mark_nodes(self, gm: fx.GraphModule, partition: Partition) -> None:
         by_param: dict[str, list[str]] = {}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fxlaws import meta as M
 from fxlaws.capture import run_graph
 from fxlaws.laws import symbolic as S
-from fxlaws.laws.family import BlockGramTerms, PairTerms, SumTerms
+from fxlaws.laws.family import PairTerms, SumTerms
 from fxlaws.laws.slots import Piece, Slot
 
 __all__ = ["AttentionPass"]
@@ -355,7 +355,7 @@ class AttentionPass:
             self._rope_family(q_slots, k_slots, tuple(q_groups), G, k_blocks.shape[1], pairs[0],
                               f"{qm}>{km}" if qm != km else f"{qm}:qk", [qm, km, module])
             return
-        self._gram_family("attention-qk", "A4" if gqa else "A1", terms, G, k_blocks.shape[1],
+        self.attach._block_gram_family("attention-qk", "A4" if gqa else "A1", terms, G, k_blocks.shape[1],
                           f"{qm}>{km}" if qm != km else f"{qm}:qk", [qm, km, module],
                           "Σ_{h∈G(g)} Q̄_h Q̄_hᵀ − K̄_g K̄_gᵀ" if gqa else "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
         bias = M.get_op(pk).bias
@@ -448,7 +448,7 @@ class AttentionPass:
         G = v_blocks.shape[0]
         terms = tuple((s, 1.0, tuple(range(G))) for s in v_slots) + ((o_slot, -1.0, groups),)
         vm, om = M.get_op(pv).module, M.get_op(proj).module
-        self._gram_family("attention-vo", "A4" if G != n_heads else "A2", terms, G, dh, f"{vm}>{om}",
+        self.attach._block_gram_family("attention-vo", "A4" if G != n_heads else "A2", terms, G, dh, f"{vm}>{om}",
                           [vm, om, module], "V̄_g V̄_gᵀ − Σ_{h∈G(g)} O_hᵀ O_h" if G != n_heads else
                           "V̄_h V̄_hᵀ − O_hᵀ O_h")
 
@@ -462,31 +462,6 @@ class AttentionPass:
             pieces.append(Piece(h * dh, (h + 1) * dh, cols[0]))
         slot = Slot(param, 1, tuple(pieces), n_heads * dh)
         return slot
-
-    def _gram_family(self, kind, theory, terms, blocks, dh, label, modules, math) -> None:
-        at = self.attach
-        shapes = at.facts.shapes
-        per_block_cols = [0] * blocks
-        for slot, _, groups in terms:
-            rest = 1
-            for d, n in enumerate(shapes[slot.param]):
-                if d != slot.axis:
-                    rest *= n
-            for g in groups:
-                per_block_cols[g] += rest
-        count = 0
-        for cols in per_block_cols:
-            free = dh - min(dh, cols)
-            count += dh * (dh + 1) // 2 - free * (free + 1) // 2
-        plain = tuple((s, c) for s, c, _ in terms)
-        text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c, _ in terms)
-        at._family(
-            name=f"{kind}:{label}", kind=kind, theory=theory, slots=[s for s, _, _ in terms], modules=modules,
-            expr=S.gram_expr(plain, shapes), shape=(blocks, dh, dh), count=count, exact=True,
-            assumptions={"any-loss"},
-            formula=f"{math}: {text.lstrip('+ ')}  for j, k in one head, {blocks} group(s) of {dh}",
-            evaluator=BlockGramTerms(tuple(terms), blocks),
-        )
 
 
 class _IndexInterpreter(fx.Interpreter):

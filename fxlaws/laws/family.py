@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .slots import Slot
 
-__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "HeadGramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
+__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
 
 KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
@@ -53,25 +53,6 @@ class GramTerms:
         for slot, coef in self.terms:
             m = slot.channel_matrix(params)
             g = m @ m.transpose(0, 1)
-            g = g if coef == 1 else g * coef
-            out = g if out is None else out + g
-        return out
-
-
-@dataclass(frozen=True)
-class HeadGramTerms:
-    """Per-head Gram laws: ``H[h] = Σ_t coef_t · M_t^{(h)} M_t^{(h)ᵀ}`` where ``M_t^{(h)}`` are the
-    ``dh`` consecutive channel rows of head ``h`` (rows A1, A2, A4). Result shape ``(heads, dh, dh)``."""
-
-    terms: tuple[tuple[Slot, float], ...]
-    heads: int
-
-    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
-        out = None
-        for slot, coef in self.terms:
-            m = slot.channel_matrix(params)
-            m = m.reshape(self.heads, m.shape[0] // self.heads, m.shape[1])
-            g = m @ m.transpose(1, 2)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out
