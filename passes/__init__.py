@@ -1,4 +1,4 @@
-"""torch.fx graph passes of fxlaws: normalise → partition → attach laws (→ instrument)."""
+"""torch.fx graph passes of fxlaws: normalise → partition → attach laws → attention (→ instrument)."""
 
 from .attach import AttachLawsPass, ParamFacts
 from .normalise import NormalisePass
