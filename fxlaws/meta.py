@@ -75,6 +75,7 @@ class CanonicalOp:
     dims: Optional[tuple] = None
     keepdim: bool = False
     mode_dependent: bool = False  # a norm whose statistics differ between train and eval mode
+    flags: frozenset = frozenset()  # op-specific facts, e.g. {"add_zero_attn"} for MultiheadAttention
     detail: str = ""
 
 

@@ -313,7 +313,8 @@ class AttachLawsPass:
             (s, -1.0) for s in k]), H, dh, op.module, [op.module], "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
         self._block_gram_family("attention-vo", "A2", tuple((s, c, heads) for s, c in [(s, 1.0) for s in v] + [
             (s, -1.0) for s in o]), H, dh, op.module, [op.module], "V̄_h V̄_hᵀ − O_hᵀ O_h")
-        if b:  # A3: softmax over keys ignores a key shift that is the same for every key
+        if b and "add_zero_attn" not in op.flags:  # A3: softmax over keys ignores a common key shift
+            # (an appended zero key would score q·0 and break it)
             slot = block(b, 1)
             self._family(
                 name=f"translation:{op.module}:key-bias", kind="translation", theory="A3", slots=[slot],

@@ -48,6 +48,19 @@ def _is_scalar_scale(node: fx.Node) -> bool:
         node.args[1], (int, float))
 
 
+def _keeps_key_shift(node: fx.Node, name: str) -> bool:
+    """Scores s ↦ op(s) keeps "s + c·1 along keys" harmless for the softmax (A3): adding any fixed
+    tensor, scaling by a number, or filling with -inf; not element-wise weights or finite fills."""
+    if name in ("add", "sub", "iadd"):
+        return True
+    if name in ("mul", "truediv", "div", "imul", "itruediv"):
+        return len(node.args) == 2 and isinstance(node.args[1], (int, float))
+    if name == "masked_fill":
+        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
+        return isinstance(value, float) and value == float("-inf")
+    return False
+
+
 def _value_users(node: fx.Node) -> set:
     """Users that read the node's values (not just its shape)."""
     return {u for u in node.users if M.get_op(u).kind != M.SHAPE}
@@ -141,7 +154,7 @@ class AttentionPass:
             name = scores.target if isinstance(scores.target, str) else getattr(scores.target, "__name__", "")
             if name not in _SCORE_OPS or not isinstance(scores.args[0], fx.Node):
                 return None
-            shift_only &= len(scores.users) == 1
+            shift_only &= len(scores.users) == 1 and _keeps_key_shift(scores, name)
             scores = scores.args[0]
         if not isinstance(scores, fx.Node) or len(scores.args) != 2:
             return None
@@ -258,8 +271,9 @@ class AttentionPass:
         if "v" in core.chains and proj_in is not None:
             self._vo(core, proj_in, reads, module, allowed)
 
-    def _disjoint(self, core: _Core, reads: dict) -> bool:
-        """Rows read as q, k and v from one shared producer do not overlap."""
+    def _disjoint(self, core: _Core, reads: dict, roles: tuple[str, ...]) -> bool:
+        """Rows the law's ``roles`` read share no row with any other role of one shared producer
+        (q = k from a single projection cannot be transformed separately; v may still be)."""
         rows: dict = {}
         for role, arg, transposed in (("q", core.q, False), ("k", core.k, core.k_transposed), ("v", core.v, False)):
             if role not in core.chains:
@@ -267,11 +281,11 @@ class AttentionPass:
             table = self._head_table(reads.get(arg), transposed)
             if table is None:
                 return False
-            producer = core.chains[role][0]
-            mine = set(table.flatten().tolist())
-            if rows.get(producer, set()) & mine:
+            rows[role] = (core.chains[role][0], set(table.flatten().tolist()))
+        for role in roles:
+            producer, mine = rows[role]
+            if any(p is producer and mine & other for r, (p, other) in rows.items() if r != role):
                 return False
-            rows.setdefault(producer, set()).update(mine)
         return True
 
     @staticmethod
@@ -328,7 +342,7 @@ class AttentionPass:
             at._note([module], "attention: query heads share rows: no A1 law")
             return
         ends = {core.scores, core.node}  # which rows reach which end is checked by _disjoint
-        if not (self._exclusive(pq, allowed, ends) and self._exclusive(pk, allowed, ends) and self._disjoint(core, reads)):
+        if not (self._exclusive(pq, allowed, ends) and self._exclusive(pk, allowed, ends) and self._disjoint(core, reads, ("q", "k"))):
             at._note([module], "attention: the q/k projections are also used outside the scores: no A1 law")
             return
         q_slots, k_slots = self._producer_slots(pq, q_tab), self._producer_slots(pk, k_blocks)
@@ -431,7 +445,7 @@ class AttentionPass:
         v_blocks = torch.tensor(list(blocks), dtype=torch.long)
         groups = tuple(blocks[tuple(row)] for row in v_tab.tolist())
         proj = next(iter(proj_in.users))
-        if not (self._exclusive(pv, allowed, {core.scores, core.node}) and self._disjoint(core, reads)):
+        if not (self._exclusive(pv, allowed, {core.scores, core.node}) and self._disjoint(core, reads, ("v",))):
             at._note([module], "attention: the v projection is also used elsewhere: no A2 law")
             return
         v_slots = self._producer_slots(pv, v_blocks)

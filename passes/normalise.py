@@ -171,6 +171,7 @@ class NormalisePass:
             return CanonicalOp(M.MHA, module=path, weight=f"{path}.in_proj_weight",
                                bias=f"{path}.in_proj_bias" if m.in_proj_bias is not None else None,
                                groups=m.num_heads, axis=1 if m.batch_first else 0,
+                               flags=frozenset({"add_zero_attn"}) if m.add_zero_attn else frozenset(),
                                detail=f"MultiheadAttention {path}")
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return CanonicalOp(M.SOFTMAX, module=path, axis=m.dim, detail=f"{name} {path}")

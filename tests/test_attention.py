@@ -729,14 +729,11 @@ def test_sdpa_with_alibi_attn_mask_sound():
 # function of q·kᵀ), but A3 must not be attached — a key-bias shift δ adds q_i·δ to the kept scores
 # and nothing to the masked/zeroed ones (or multiplies it by a weight varying over keys).
 A3_BREAKERS = ["mul_mask", "mul_weights", "masked_fill_zero"]
-A3_XFAIL = ("library bug: passes/attention.py _core treats any mul/div/masked_fill on the scores as "
-            "shift-preserving (only the user count is checked), so A3 (key bias) is attached although "
-            "the key bias receives gradient; soundness measures ~1e-1")
 
 
 @pytest.mark.parametrize("kind", A3_BREAKERS)
 def test_key_bias_really_moves_under_non_shift_score_ops(kind):
-    """Independent precondition for the xfail below: the key-bias gradient is not zero here."""
+    """Independent precondition for the test below: the key-bias gradient is not zero here."""
     model, x, ann = _variant(kind)
     g = torch.autograd.grad(loss_of(model, x), model.k.bias)[0]
     assert float(g.abs().max()) > 1e-6
@@ -744,7 +741,6 @@ def test_key_bias_really_moves_under_non_shift_score_ops(kind):
     assert one(ann, "attention-vo", "A2").count == 6
 
 
-@pytest.mark.xfail(strict=True, reason=A3_XFAIL)
 @pytest.mark.parametrize("kind", A3_BREAKERS)
 def test_no_key_bias_law_under_non_shift_score_ops(kind):
     model, x, ann = _variant(kind)
@@ -752,17 +748,16 @@ def test_no_key_bias_law_under_non_shift_score_ops(kind):
     assert_sound(model, ann, x)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: nn.MultiheadAttention(add_zero_attn=True) appends a zero key "
-                                      "whose score q·0 ignores the key bias; attach._multihead_attention still "
-                                      "attaches A3 (normalise only excludes add_bias_kv / kdim / vdim)")
 def test_mha_add_zero_attn_no_key_bias_law():
+    # an appended zero key scores q·0, which a key-bias shift does not move: no A3, A1/A2 stay
     model, x = MHA(add_zero_attn=True).double(), tokens(4)
     ann = fxlaws.annotate(model, x)
+    assert not fams(ann, "translation", "A3"), ann.table()
     assert_sound(model, ann, x)
 
 
 def test_mha_add_zero_attn_key_bias_moves():
-    """Independent check behind the xfail above: in_proj_bias[E:2E] receives gradient."""
+    """Independent check behind the test above: in_proj_bias[E:2E] receives gradient."""
     model, x = MHA(add_zero_attn=True).double(), tokens(4)
     g = torch.autograd.grad(loss_of(model, x), model.mha.in_proj_bias)[0]
     assert float(g[4:8].abs().max()) > 1e-6
