@@ -6,6 +6,9 @@ opaque. Front ends:
 * ``"fx"``: ``torch.fx`` symbolic tracing with torch.nn modules as leaves. When a submodule's
   forward cannot be traced (data-dependent control flow, unsupported Python), that submodule is
   kept as an opaque leaf and tracing is retried; no law crosses an opaque module.
+* ``"export"``: ``torch.export.export(strict=False)``, unlifted (parameters as ``get_attr``; aten
+  ops, which normalise maps to their torch equivalents).
+* ``"auto"``: whole-model fx, then export, then fx with untraceable submodules kept opaque.
 
 Capture never mutates the user's model: shape propagation runs in eval mode under ``no_grad`` and
 every module's train/eval flag (and every buffer) is restored afterwards.
@@ -109,16 +112,17 @@ class _LeafTracer(fx.Tracer):
             self._stack.pop()
 
 
-def _trace_fx(model: nn.Module, leaf_modules: Sequence[str], concrete: dict) -> tuple[fx.GraphModule, dict]:
+def _trace_fx(model: nn.Module, leaf_modules: Sequence[str], concrete: dict,
+              retries: int = _MAX_OPAQUE_RETRIES) -> tuple[fx.GraphModule, dict]:
     leaves = set(leaf_modules)
     opaque: dict[str, str] = {path: "kept opaque by leaf_modules" for path in leaf_modules}
-    for _ in range(_MAX_OPAQUE_RETRIES):
+    for _ in range(max(1, retries)):
         tracer = _LeafTracer(leaves)
         try:
             graph = tracer.trace(model, concrete_args=concrete or None)
         except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
             path = tracer.failed_path
-            if not path or path in leaves:
+            if not path or path in leaves or retries <= 1:
                 raise UntraceableModelError(
                     f"torch.fx cannot trace {type(model).__name__}.forward: {type(exc).__name__}: "
                     f"{exc}. Typical cause: Python control flow on tensor values. Fix: move that "
@@ -194,6 +198,30 @@ def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -
                     b.copy_(buffers[name])
 
 
+def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, list]:
+    """``torch.export.export(strict=False)`` → the unlifted GraphModule (parameters as get_attr,
+    aten ops) and the flat placeholder values. Modes and buffers are restored afterwards."""
+    from torch.utils import _pytree as pytree
+
+    modes = {m: m.training for m in model.modules()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
+    try:
+        program = torch.export.export(model, args, kwargs, strict=False)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers and not torch.equal(b, buffers[name]):
+                    b.copy_(buffers[name])
+    gm = program.module()
+    flat = pytree.tree_leaves((args, kwargs))
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(flat) != len(placeholders):
+        raise ExampleInputsError(f"torch.export graph takes {len(placeholders)} inputs, example_inputs have {len(flat)}")
+    return gm, flat
+
+
 def _meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     to_meta = lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v  # noqa: E731
     return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
@@ -223,13 +251,36 @@ def capture(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxlaws expects an nn.Module, got {type(model).__name__}.")
-    if frontend not in ("auto", "fx"):
-        raise ValueError(f"frontend={frontend!r} is not available; use 'auto' or 'fx'.")
+    if frontend not in ("auto", "fx", "export"):
+        raise ValueError(f"frontend={frontend!r} is not available; use 'auto', 'fx' or 'export'.")
     args, kwargs = normalise_inputs(example_inputs)
-    gm, opaque = _trace_fx(model, leaf_modules, {})
     if any(p.device.type == "meta" for p in model.parameters()):
         args, kwargs = _meta_inputs(args, kwargs)
-    inputs = _placeholder_values(model, gm, args, kwargs)
+    gm, opaque, used, inputs = None, {}, "fx", None
+    if frontend == "auto" and not leaf_modules:
+        # Layered: whole-model fx → torch.export (aten graph) → fx with untraceable submodules opaque.
+        try:
+            gm, opaque = _trace_fx(model, (), {}, retries=1)
+        except UntraceableModelError as fx_error:
+            try:
+                gm, inputs = _trace_export(model, args, kwargs)
+                used = "export"
+            except Exception as export_error:  # export raises many kinds; fall back and say why
+                log.info("fx failed (%s); torch.export failed (%s); keeping submodules opaque",
+                         str(fx_error).splitlines()[0][:120], str(export_error).splitlines()[0][:120])
+    elif frontend == "export":
+        try:
+            gm, inputs = _trace_export(model, args, kwargs)
+        except Exception as exc:
+            raise UntraceableModelError(
+                f"torch.export cannot export {type(model).__name__}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300]}. Try frontend='fx' (untraceable submodules are kept opaque)."
+            ) from exc
+        used = "export"
+    if gm is None:
+        gm, opaque = _trace_fx(model, leaf_modules, {})
+    if inputs is None:
+        inputs = _placeholder_values(model, gm, args, kwargs)
     run_graph(model, _ShapeInterpreter(gm), inputs)
 
     aliases: dict[str, list[str]] = {}
@@ -240,7 +291,7 @@ def capture(
     trainable = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
     return Capture(
         graph_module=gm,
-        frontend="fx",
+        frontend=used,
         opaque=opaque,
         aliases={k: tuple(v) for k, v in aliases.items()},
         trainable=trainable,

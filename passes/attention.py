@@ -29,21 +29,36 @@ from fxlaws.capture import run_graph
 from fxlaws.laws import symbolic as S
 from fxlaws.laws.family import PairTerms, SumTerms
 from fxlaws.laws.slots import Piece, Slot
+from fxlaws.passes.normalise import torch_equivalent
 
 __all__ = ["AttentionPass"]
 
 _MOVE_METHODS = {"view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "unsqueeze",
                  "squeeze", "expand", "repeat_interleave", "split", "chunk", "unbind", "swapaxes", "view_as"}
-_MOVE_FUNCS = {torch.reshape, torch.transpose, torch.permute, torch.flatten, torch.unsqueeze, torch.squeeze,
+_MOVE_FUNCS = {torch.clone, torch.reshape, torch.transpose, torch.permute, torch.flatten, torch.unsqueeze, torch.squeeze,
                torch.split, torch.chunk, torch.unbind, torch.repeat_interleave, operator.getitem, torch.swapaxes}
 _MATMUL = {operator.matmul, torch.matmul}
+_VIEWS = {"view", torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default}
+# aten data movement with no torch-function twin in normalise's table (export graphs)
+_ATEN_MOVES = {op for op in (getattr(torch.ops.aten.expand, "default", None), getattr(torch.ops.aten.slice, "Tensor", None),
+                             getattr(torch.ops.aten.select, "int", None)) if op is not None}
 _SCORE_OPS = {"mul", "truediv", "div", "add", "sub", "masked_fill", "iadd", "imul", "itruediv"}
+
+
+def _target(node: fx.Node):
+    """The node's function, aten overloads mapped to their torch equivalents."""
+    return torch_equivalent(node.target) if node.op == "call_function" else node.target
+
+
+def _name(node: fx.Node) -> str:
+    t = _target(node)
+    return t if isinstance(t, str) else getattr(t, "__name__", "")
 
 
 def _is_scalar_scale(node: fx.Node) -> bool:
     if node.op not in ("call_function", "call_method"):
         return False
-    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    name = _name(node)
     return name in ("mul", "truediv", "div", "imul", "itruediv") and len(node.args) == 2 and isinstance(
         node.args[1], (int, float))
 
@@ -70,12 +85,13 @@ def _is_move(node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in _MOVE_METHODS
     if node.op == "call_function":
-        return node.target in _MOVE_FUNCS
+        return _target(node) in _MOVE_FUNCS or node.target in _ATEN_MOVES
     return False
 
 
 def _is_matmul(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in _MATMUL) or (node.op == "call_method" and node.target == "matmul")
+    return (node.op == "call_function" and _target(node) in _MATMUL) or (
+        node.op == "call_method" and node.target == "matmul")
 
 
 @dataclass(frozen=True)
@@ -138,7 +154,7 @@ class AttentionPass:
 
     # --- finding cores ---------------------------------------------------------------------------
     def _core(self, node: fx.Node) -> Optional[_Core]:
-        if node.op == "call_function" and node.target is F.scaled_dot_product_attention:
+        if node.op == "call_function" and _target(node) is F.scaled_dot_product_attention:
             q, k, v = (list(node.args) + [node.kwargs.get(n) for n in ("query", "key", "value")])[:3]
             return _Core(node, q, k, v, False, True, node, gqa=bool(node.kwargs.get("enable_gqa", False)))
         if not _is_matmul(node) or len(node.args) != 2:
@@ -151,7 +167,7 @@ class AttentionPass:
         scores = attn.args[0]
         shift_only = True
         while isinstance(scores, fx.Node) and not _is_matmul(scores):
-            name = scores.target if isinstance(scores.target, str) else getattr(scores.target, "__name__", "")
+            name = _name(scores)
             if name not in _SCORE_OPS or not isinstance(scores.args[0], fx.Node):
                 return None
             shift_only &= len(scores.users) == 1 and _keeps_key_shift(scores, name)
@@ -217,10 +233,10 @@ class AttentionPass:
                 continue
             op = M.get_op(n)
             neg = op.kind == M.MUL and op.detail == "neg"
-            if not (neg or _is_move(n) or (op.kind == M.CAT) or (n.op == "call_function" and n.target is torch.stack)):
+            if not (neg or _is_move(n) or (op.kind == M.CAT) or (n.op == "call_function" and _target(n) is torch.stack)):
                 return None
             nodes.add(n)
-            args = n.args[0] if op.kind == M.CAT or n.target is torch.stack else n.args[0]
+            args = n.args[0]
             inputs = list(args) if isinstance(args, (list, tuple)) else [args]
             if not all(isinstance(i, fx.Node) for i in inputs):
                 return None
@@ -502,13 +518,16 @@ class _IndexInterpreter(fx.Interpreter):
             value = (head * dh + torch.arange(dh, dtype=torch.float64)).expand(*shape).clone()
         elif n in self.passthrough:
             value = self.env[self.passthrough[n]]
+        elif n.target in _VIEWS and isinstance(n.args[0], fx.Node):
+            # index tensors may be laid out differently from the real values: view ≡ reshape here
+            value = self.env[n.args[0]].reshape(tm.shape)
         else:
             try:
                 value = super().run_node(n)
             except Exception:
-                if tm is None or not hasattr(tm, "shape"):
+                if tm is None or not hasattr(tm, "shape") or n in self.reads:
                     raise
-                value = torch.zeros(tm.shape, dtype=tm.dtype)
+                value = torch.zeros(tm.shape, dtype=tm.dtype)  # off the chains: any value will do
         if n in self.reads and isinstance(value, torch.Tensor):
             self.values[n] = value.to(torch.float64)
         return value

@@ -65,6 +65,46 @@ _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _RMS_NORM = getattr(nn, "RMSNorm", None)
 
 
+def _aten_table() -> dict:
+    """aten overloads (torch.export graphs) whose arguments match a torch function's, mapped to it."""
+    pairs = [
+        ("linear.default", F.linear), ("conv1d.default", F.conv1d), ("conv2d.default", F.conv2d),
+        ("conv3d.default", F.conv3d), ("relu.default", torch.relu), ("relu_.default", torch.relu),
+        ("leaky_relu.default", F.leaky_relu), ("gelu.default", F.gelu), ("silu.default", F.silu),
+        ("sigmoid.default", torch.sigmoid), ("tanh.default", torch.tanh), ("abs.default", torch.abs),
+        ("add.Tensor", torch.add), ("add_.Tensor", torch.add), ("sub.Tensor", torch.sub), ("mul.Tensor", torch.mul),
+        ("div.Tensor", torch.div), ("neg.default", torch.neg), ("pow.Tensor_Scalar", torch.pow),
+        ("view.default", torch.reshape), ("reshape.default", torch.reshape), ("_unsafe_view.default", torch.reshape),
+        ("unsqueeze.default", torch.unsqueeze), ("squeeze.dim", torch.squeeze), ("flatten.using_ints", torch.flatten),
+        ("permute.default", torch.permute), ("transpose.int", torch.transpose), ("t.default", torch.t),
+        ("cat.default", torch.cat), ("split.Tensor", torch.split), ("chunk.default", torch.chunk),
+        ("unbind.int", torch.unbind), ("repeat_interleave.self_int", torch.repeat_interleave),
+        ("softmax.int", torch.softmax), ("_softmax.default", torch.softmax), ("log_softmax.int", torch.log_softmax),
+        ("_log_softmax.default", torch.log_softmax), ("matmul.default", torch.matmul),
+        ("scaled_dot_product_attention.default", F.scaled_dot_product_attention),
+        ("layer_norm.default", F.layer_norm), ("group_norm.default", F.group_norm), ("dropout.default", F.dropout),
+        ("max_pool2d.default", F.max_pool2d), ("avg_pool2d.default", F.avg_pool2d),
+        ("adaptive_avg_pool2d.default", F.adaptive_avg_pool2d), ("mean.dim", torch.mean), ("sum.dim_IntList", torch.sum),
+        ("clone.default", torch.clone), ("alias.default", torch.clone), ("_to_copy.default", torch.clone),
+        ("addmm.default", torch.addmm),
+    ]
+    table = {}
+    for name, fn in pairs:
+        packet, _, overload = name.partition(".")
+        op = getattr(getattr(torch.ops.aten, packet, None), overload, None)
+        if op is not None:
+            table[op] = fn
+    return table
+
+
+_ATEN = _aten_table()
+
+
+def torch_equivalent(target: Any) -> Any:
+    """The torch function an aten overload stands for (or ``target`` itself)."""
+    return _ATEN.get(target, target)
+
+
 def _arg(node: fx.Node, pos: int, name: str, default: Any = None) -> Any:
     if len(node.args) > pos:
         return node.args[pos]
@@ -178,7 +218,20 @@ class NormalisePass:
         return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported module {name} ({path})")
 
     def _function_op(self, node: fx.Node, fn: Callable, path, params: dict) -> CanonicalOp:
+        if fn is getattr(torch.ops.aten.batch_norm, "default", None):
+            return self._aten_batch_norm(node, path, params)
+        if fn in (torch.ops.aten.select.int, torch.ops.aten.slice.Tensor):  # x[:, 0], x[..., a:b]
+            return CanonicalOp(M.GETITEM, module=path, detail=f"{fn.__name__} ({node.name})")
+        fn = torch_equivalent(fn)
         name = getattr(fn, "__name__", str(fn))
+        if fn is torch.clone:
+            return CanonicalOp(M.IDENTITY, module=path, detail=f"{name} ({node.name})")
+        if fn is torch.addmm:  # HF Conv1D: addmm(bias, x, weight), weight stored [in, out]
+            bn, wn = _param_name(node.args[0], params), _param_name(node.args[2], params)
+            if wn is None or bn is None or node.kwargs:
+                return CanonicalOp(M.OPAQUE, module=path, detail=f"addmm with computed operands ({node.name})")
+            return CanonicalOp(M.LINEAR, module=path, weight=wn, bias=bn, w_out_axis=1, w_in_axis=0,
+                               detail=f"addmm with {wn} ({node.name})")
         if fn in (F.linear,):
             w, b = _arg(node, 1, "weight"), _arg(node, 2, "bias")
             wn, bn = _param_name(w, params), _param_name(b, params)
@@ -239,6 +292,16 @@ class NormalisePass:
         if fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
             return CanonicalOp(M.SOFTMAX, module=path, axis=_arg(node, 1, "dim"), detail=f"{name} ({node.name})")
         return CanonicalOp(M.OPAQUE, module=path, detail=f"unsupported function {name} ({node.name})")
+
+    def _aten_batch_norm(self, node: fx.Node, path, params: dict) -> CanonicalOp:
+        """aten.batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)."""
+        w, b, running = node.args[1], node.args[2], node.args[3]
+        wn, bn = _param_name(w, params), _param_name(b, params)
+        if (w is not None and wn is None) or (b is not None and bn is None):
+            return CanonicalOp(M.OPAQUE, module=path, detail=f"batch_norm with computed affine parameters ({node.name})")
+        batch_stats = self.train or running is None
+        return CanonicalOp(M.NORM, module=path, weight=wn, bias=bn, norm="batch" if batch_stats else "affine",
+                           centered=True, mode_dependent=running is not None, detail=f"batch_norm ({node.name})")
 
     def _functional_norm(self, node: fx.Node, fn: Callable, path, params: dict) -> CanonicalOp:
         """F.layer_norm / F.rms_norm / F.group_norm whose affine parameters are module parameters

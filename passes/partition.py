@@ -433,7 +433,13 @@ class PartitionPass:
         return tuple(outs)
 
     def _t_getitem(self, node, op, f: _Flow):
-        index = node.args[1]
+        if node.target is torch.ops.aten.select.int:  # select(x, dim, i) ≡ x[(:,)*dim, i]
+            index = (slice(None),) * (node.args[1] % f.ndim) + (node.args[2],)
+        elif node.target is torch.ops.aten.slice.Tensor:  # slice(x, dim, start, end, step)
+            dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
+            index = (slice(None),) * (dim % f.ndim) + (slice(start, end, step),)
+        else:
+            index = node.args[1]
         index = index if isinstance(index, tuple) else (index,)
         if any(i is Ellipsis for i in index):
             n_ellipsis = f.ndim - sum(1 for i in index if i is not None and i is not Ellipsis)
@@ -579,7 +585,10 @@ class PartitionPass:
                                 shift=all(fl.shift for fl in carried))
 
     def _t_output(self, node, op, ins):
-        single = len(ins) == 1 and node.args[0] is ins[0][0]
+        out = node.args[0]
+        if isinstance(out, (tuple, list)) and len(out) == 1:  # torch.export graphs return a 1-tuple
+            out = out[0]
+        single = len(ins) == 1 and out is ins[0][0]
         for arg, fl in ins:
             if fl.axis == fl.ndim - 1 and len(fl.pieces) == 1 and fl.pieces[0][1] == Piece(0, _shape(arg)[fl.axis]):
                 self.spaces[fl.pieces[0][0]].terminals.append(Terminal(node.name, "output", fl.shift, single))

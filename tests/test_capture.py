@@ -201,7 +201,7 @@ def test_capture_bad_arguments():
     with pytest.raises(TypeError, match="nn.Module"):
         capture(lambda x: x, torch.randn(2, 4))
     with pytest.raises(ValueError, match="frontend"):
-        capture(_Net(), torch.randn(2, 3, 6, 6), frontend="export")
+        capture(_Net(), torch.randn(2, 3, 6, 6), frontend="dynamo")
 
 
 def test_capture_shape_error_names_node():

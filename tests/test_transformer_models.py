@@ -156,7 +156,8 @@ def test_llama_rotary_is_relative():
 def test_annotate_and_soundness(name):
     model = _model(name)
     ann = _annotated(name)
-    assert ann.frontend == "fx"
+    # fx traces every model but the Mixtral-style MoE (data-dependent dispatch), which torch.export captures
+    assert ann.frontend == ("export" if name == "moe-tiny" else "fx")
     res = fxlaws.soundness(model, ann, trials=1, samples=4)
     assert res.ok, str(res)
     assert len(res.rows) == len(ann.laws)
