@@ -32,6 +32,8 @@ __all__ = ["Capture", "capture", "normalise_inputs", "run_graph"]
 log = logging.getLogger(__name__)
 
 _MAX_OPAQUE_RETRIES = 64
+_EXPORT_FIRST = (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
+                 nn.TransformerDecoderLayer)
 
 
 @dataclass
@@ -259,7 +261,10 @@ def capture(
     gm, opaque, used, inputs = None, {}, "fx", None
     if frontend == "auto" and not leaf_modules:
         # Layered: whole-model fx → torch.export (aten graph) → fx with untraceable submodules opaque.
+        # torch.nn's Transformer modules are fx leaves fxlaws cannot see into: export them first.
         try:
+            if any(isinstance(m, _EXPORT_FIRST) for m in model.modules()):
+                raise UntraceableModelError("contains torch.nn Transformer modules (fx leaves)")
             gm, opaque = _trace_fx(model, (), {}, retries=1)
         except UntraceableModelError as fx_error:
             try:

@@ -35,7 +35,7 @@ __all__ = ["AttentionPass"]
 
 _MOVE_METHODS = {"view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "unsqueeze",
                  "squeeze", "expand", "repeat_interleave", "split", "chunk", "unbind", "swapaxes", "view_as"}
-_MOVE_FUNCS = {torch.clone, torch.reshape, torch.transpose, torch.permute, torch.flatten, torch.unsqueeze, torch.squeeze,
+_MOVE_FUNCS = {torch.unflatten, torch.clone, torch.reshape, torch.transpose, torch.permute, torch.flatten, torch.unsqueeze, torch.squeeze,
                torch.split, torch.chunk, torch.unbind, torch.repeat_interleave, operator.getitem, torch.swapaxes}
 _MATMUL = {operator.matmul, torch.matmul}
 _VIEWS = {"view", torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default}

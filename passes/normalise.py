@@ -86,7 +86,8 @@ def _aten_table() -> dict:
         ("max_pool2d.default", F.max_pool2d), ("avg_pool2d.default", F.avg_pool2d),
         ("adaptive_avg_pool2d.default", F.adaptive_avg_pool2d), ("mean.dim", torch.mean), ("sum.dim_IntList", torch.sum),
         ("clone.default", torch.clone), ("alias.default", torch.clone), ("_to_copy.default", torch.clone),
-        ("addmm.default", torch.addmm),
+        ("addmm.default", torch.addmm), ("unflatten.int", torch.unflatten), ("contiguous.default", torch.clone),
+        ("squeeze.default", torch.squeeze),
     ]
     table = {}
     for name, fn in pairs:

@@ -80,3 +80,14 @@ def test_export_finds_the_same_laws_as_fx(name):
     assert ex_ann.counts() == fx_ann.counts()
     assert sorted(f.theory for f in ex_ann.laws) == sorted(f.theory for f in fx_ann.laws)
     assert fxlaws.soundness(model, ex_ann, trials=1, samples=3).ok
+
+
+def test_transformer_encoder_is_exported_and_gets_attention_laws():
+    # nn.TransformerEncoderLayer is an fx leaf; auto capture exports it instead. d_model 32, 4 heads
+    # (dh 8), 2 layers, packed in_proj with bias: A1 = A2 = 2·4·36, A3 = 2·32 key-bias entries.
+    model = MODELS["encoder-tiny"]()
+    ann = fxlaws.annotate(model, model.example_inputs())
+    assert ann.frontend == "export"
+    counts = ann.counts()
+    assert (counts["attention-qk"], counts["attention-vo"], counts["translation"]) == (288, 288, 64)
+    assert fxlaws.soundness(model, ann, trials=1, samples=4).ok
