@@ -68,6 +68,7 @@ class AttachLawsPass:
         self.families: list[LawFamily] = []
         self.reasons: dict[str, list[str]] = {}
         self.names: set[str] = set()
+        self.bilinear = {s for pair in partition.products for s in pair}
         for coupling in partition.couplings:
             self._coupling(coupling)
         for node in gm.graph.nodes:
@@ -183,6 +184,8 @@ class AttachLawsPass:
         terms += [(k.slot, -k.degree) for k in sinks]
         if is_norm:
             theory = "N3"
+        elif any(sp.id in self.bilinear for sp in c.spaces):
+            theory = "S2"
         elif any(k.gated for k in sinks):
             theory = "S1"
         elif any(k.degree != 1 for k in sinks):

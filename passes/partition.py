@@ -125,6 +125,7 @@ class Partition:
     spaces: list[Space]
     graph: nx.Graph
     couplings: list[Coupling]
+    products: list[tuple[int, int]] = field(default_factory=list)  # spaces multiplied together (S2)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class PartitionPass:
         self.spaces: list[Space] = []
         self.flows: dict[fx.Node, Any] = {}
         self.graph = nx.Graph()
+        self.products: list[tuple[int, int]] = []
         for node in gm.graph.nodes:
             self._visit(node)
         space_graph = nx.Graph()
@@ -193,7 +195,12 @@ class PartitionPass:
             for comp in nx.connected_components(space_graph)
         ]
         couplings.sort(key=lambda c: c.spaces[0].id)
-        return Partition(self.spaces, self.graph, couplings)
+        where = {s.id: i for i, c in enumerate(couplings) for s in c.spaces}
+        for x, y in self.products:  # a product of two spaces that ended up merged scales by λ²
+            if where[x] == where[y]:
+                for sp in couplings[where[x]].spaces:
+                    sp.breaks.append("a product of two values from the same coupling class (degree 2)")
+        return Partition(self.spaces, self.graph, couplings, self.products)
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def _break(self, flow: _Flow, reason: str) -> None:
@@ -523,6 +530,10 @@ class PartitionPass:
         return None
 
     def _t_mul(self, node, op, ins):
+        if len(ins) == 2 and "mul" in op.detail and not node.kwargs:
+            product = self._bilinear(node, ins)
+            if product is not None:
+                return product
         if len(ins) != 1 or node.kwargs.get("rounding_mode") is not None:
             for _, fl in ins:
                 self._break(fl, f"channels meet another carried value in {op.detail} ({node.name})")
@@ -551,6 +562,22 @@ class PartitionPass:
         k = axis - (len(out) - len(other_shape))
         flat_on_axis = k < 0 or other_shape[k] == 1
         return f.with_(axis=axis, ndim=len(out), gl=f.gl and flat_on_axis, shift=False, gated=True)
+
+    def _bilinear(self, node, ins) -> Optional[_Flow]:
+        """a ⊙ b with a, b carrying different spaces on the same positions (ReGLU, bilinear GLU, S2):
+        each space's symmetry scales the product by its own λ (the other factor is left alone),
+        so the product carries both spaces. Spaces multiplied together must stay separate
+        couplings (checked in ``__call__``): scaling both at once would scale the product by λ²."""
+        (a, fa), (b, fb) = ins
+        out = _shape(node)
+        if not (fa.axis == fb.axis and fa.ndim == fb.ndim and fa.degree == fb.degree
+                and _shape(a) == _shape(b) == out):
+            return None
+        spaces_a, spaces_b = {s for s, _ in fa.pieces}, {s for s, _ in fb.pieces}
+        if spaces_a & spaces_b:
+            return None
+        self.products.extend((x, y) for x in spaces_a for y in spaces_b)
+        return fa.with_(pieces=fa.pieces + fb.pieces, gl=False, shift=False, gated=True)
 
     def _t_cat(self, node, op, ins):
         tensors = list(node.args[0])

@@ -168,7 +168,8 @@ CATALOGUE: tuple[CatalogueCase, ...] = (
     CatalogueCase("A5", "RoPE (half-split), one head dh=2: 1 pair + A2 3", lambda: _Attention(rope=True), _TOKENS, 4),
     CatalogueCase("A4+A5", "RoPE + GQA, 2 query heads on 1 kv head, dh=4: 2 pairs + VO 10", lambda: _Attention(d=4, heads=2, dh=4, kv_heads=1, rope=True), _TOKENS, 12),
     CatalogueCase("S1", "SwiGLU 3→4→3", lambda: _GLU(F.silu), (2, 3), 4),
-    CatalogueCase("S2", "ReGLU with 3 hidden units", lambda: _GLU(F.relu, hidden=3), (2, 3), 6, attached_by_fxlaws=False),
+    CatalogueCase("S2", "ReGLU with 3 hidden units", lambda: _GLU(F.relu, hidden=3), (2, 3), 6),
+    CatalogueCase("S2", "bilinear GLU (identity gate) with 3 hidden units", lambda: _GLU(lambda x: x, hidden=3), (2, 3), 6),
     CatalogueCase("T2", "dense softmax MoE (dim 3, 3 experts of 3-2-3 ReLU): router 3 + experts 6", _MoE, (2, 3), 9),
 )
 
@@ -187,7 +188,7 @@ class CatalogueRow:
             return f"DISAGREES with THEORY ({r.expected} measured, {c.theory_count} stated)"
         if c.attached_by_fxlaws:
             return "agrees" if r.verdict == "complete" else f"fxlaws {r.verdict}"
-        return f"known incomplete: {r.expected - r.attached} laws not attached yet (bilinear gates)"
+        return f"known incomplete: {r.expected - r.attached} laws not attached yet"
 
     @property
     def ok(self) -> bool:
