@@ -979,3 +979,50 @@ def test_functional_norms(build, shape, want):
     ann = annotate(model, x)
     assert ann.counts() == want
     assert_sound(model, ann, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# S2: ReGLU / bilinear GLU, w2(act(w1 x) ⊙ w3 x) with act positively 1-homogeneous or identity
+# ---------------------------------------------------------------------------------------------
+class _GatedMLP(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.act = act
+        self.w1, self.w3, self.w2 = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.w2(self.act(self.w1(x)) * self.w3(x))
+
+
+@pytest.mark.parametrize("act", [F.relu, lambda t: t], ids=["ReGLU", "bilinear"])
+def test_s2_gated_mlp_both_factors(act):
+    model, x = _GatedMLP(act).double(), torch.randn(4, 3, dtype=torch.float64)
+    ann = annotate(model, x)
+    # THEORY S2: per hidden unit j, ‖W3[j]‖² + b3_j² − ‖W2[:, j]‖² (S1) and ‖W1[j]‖² + b1_j² − ‖W2[:, j]‖²:
+    # 4 + 4 = 8 (the catalogue's tiny count "ReGLU with 3 hidden units: 6" is the same rule at width 3)
+    assert ann.counts() == {"rescale": 8}
+    assert rows(ann) == {"S2"}
+    p = params_of(model)
+    out = sq_cols(p["w2.weight"])
+    want = {sq_rows(p["w1.weight"]) + p["w1.bias"] ** 2 - out, sq_rows(p["w3.weight"]) + p["w3.bias"] ** 2 - out}
+    got = [f.evaluate(p) for f in ann.laws]
+    for w in want:
+        assert any(torch.allclose(g, w, rtol=1e-12, atol=1e-12) for g in got)
+    assert_sound(model, ann, x)
+
+
+def test_s2_refuses_a_product_inside_one_coupling():
+    # relu(h1) ⊙ h2 where h1 and h2 are also summed (merging their spaces): scaling the merged class
+    # scales the product by λ², so no rescale law may be attached (completeness confirms it sound)
+    class Merged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c, self.d = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h1, h2 = self.a(x), self.b(x)
+            return self.c(F.relu(h1) * h2) + self.d(h1 + h2)
+
+    model, x = Merged().double(), torch.randn(4, 3, dtype=torch.float64)
+    ann = annotate(model, x)
+    assert not ann.laws and "degree 2" in ann.no_law["a"]
