@@ -235,9 +235,15 @@ class PartitionPass:
             self.graph.add_edge(("space", sid), ("slot", param, axis), role="sink", degree=flow.degree)
 
     # --- the transfer function -----------------------------------------------------------------
+    def _dead(self, flow: _Flow) -> bool:
+        """Every space the value carries is already broken: no law will be claimed for them, so
+        the value can be treated as carrying nothing (later producers may open spaces on it)."""
+        return all(self.spaces[sid].breaks for sid, _ in flow.pieces)
+
     def _visit(self, node: fx.Node) -> None:
         op = get_op(node)
-        ins = [(a, self.flows[a]) for a in node.all_input_nodes if isinstance(self.flows.get(a), _Flow)]
+        ins = [(a, self.flows[a]) for a in node.all_input_nodes
+               if isinstance(self.flows.get(a), _Flow) and not self._dead(self.flows[a])]
         tuples = [self.flows[a] for a in node.all_input_nodes if isinstance(self.flows.get(a), tuple)]
         out: Any = None
         if tuples:
@@ -258,6 +264,9 @@ class PartitionPass:
 
     def _maybe_open_space(self, node: fx.Node, op: CanonicalOp) -> None:
         shape = _shape(node)
+        if shape is not None and op.kind == M.MUL:
+            self._maybe_scale_space(node, op, shape)
+            return
         if shape is None or op.weight is None:
             return
         if op.kind == M.LINEAR and len(shape) >= 1:
@@ -286,6 +295,23 @@ class PartitionPass:
                 axis = 1
             self._new_space(node, op, shape[axis], 0, "norm", gl=False)
             self.flows[node] = _Flow(axis, len(shape), ((len(self.spaces) - 1, Piece(0, shape[axis])),), gl=False)
+
+    def _maybe_scale_space(self, node: fx.Node, op: CanonicalOp, shape) -> None:
+        """``y = v ⊙ γ`` with γ a 1-D parameter along the last axis and v carrying no channels (the
+        affine step of a hand-written RMSNorm, LayerScale): γ_j scales channel j, a diagonal
+        producer like a norm's affine (THEORY N3)."""
+        if "mul" not in op.detail or len(node.args) != 2:
+            return
+        params = dict(self.gm.named_parameters())
+        for gamma, value in (node.args, node.args[::-1]):
+            if (isinstance(gamma, fx.Node) and gamma.op == "get_attr" and str(gamma.target) in params
+                    and params[str(gamma.target)].dim() == 1 and isinstance(value, fx.Node)
+                    and _shape(value) == shape and params[str(gamma.target)].shape[0] == shape[-1] > 1):
+                scale = dataclasses.replace(op, weight=str(gamma.target), bias=None, module=op.module)
+                self._new_space(node, scale, shape[-1], 0, "norm", gl=False)
+                self.flows[node] = _Flow(len(shape) - 1, len(shape), ((len(self.spaces) - 1, Piece(0, shape[-1])),),
+                                         gl=False)
+                return
 
     def _transfer(self, node: fx.Node, op: CanonicalOp, ins) -> Any:
         kind = op.kind

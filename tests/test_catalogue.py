@@ -1026,3 +1026,37 @@ def test_s2_refuses_a_product_inside_one_coupling():
     model, x = Merged().double(), torch.randn(4, 3, dtype=torch.float64)
     ann = annotate(model, x)
     assert not ann.laws and "degree 2" in ann.no_law["a"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a 1-D parameter scaling the last axis of a value that carries no channels: hand-written RMSNorm
+# (Meta's LLaMA), LayerScale — a diagonal producer like a norm's affine (THEORY N3)
+# ---------------------------------------------------------------------------------------------
+class _HandRMSNorm(nn.Module):
+    def __init__(self, n, eps=1e-6):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class _HandRMSNormMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(3, 4), _HandRMSNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(F.relu(self.norm(self.a(x))))
+
+
+def test_hand_written_rmsnorm_gets_n3():
+    model, x = _HandRMSNormMLP().double(), torch.randn(4, 3, dtype=torch.float64)
+    ann = annotate(model, x)
+    # N3 for RMSNorm (no β): γ_j² − ‖b.weight[:, j]‖², 4 laws; the a-layer's channels reach a mean over
+    # the channel axis (no law there: RMSNorm's scale law N2 needs the norm recognised, which it is not)
+    assert ann.counts() == {"rescale": 4} and rows(ann) == {"N3"}
+    p = params_of(model)
+    torch.testing.assert_close(ann.laws[0].evaluate(p), p["norm.weight"] ** 2 - sq_cols(p["b.weight"]),
+                               rtol=1e-12, atol=1e-12)
+    assert_sound(model, ann, x)
