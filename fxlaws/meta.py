@@ -96,3 +96,13 @@ def get_op(node) -> CanonicalOp:
     """Return the canonical op normalise stored on ``node`` (OPAQUE if the pass has not run)."""
     meta = node.meta.get(META_KEY)
     return meta.op if meta is not None else CanonicalOp(OPAQUE, detail=str(node.target))
+
+
+def is_number(arg) -> bool:
+    """A Python number, or a graph value that is one (size arithmetic such as ``C ** 0.5``: a node
+    whose value is not a tensor, so shape propagation recorded no ``tensor_meta`` for it)."""
+    if isinstance(arg, bool):
+        return False
+    if isinstance(arg, (int, float)):
+        return True
+    return getattr(arg, "op", None) in ("call_function", "call_method") and "tensor_meta" not in arg.meta

@@ -59,8 +59,12 @@ def _is_scalar_scale(node: fx.Node) -> bool:
     if node.op not in ("call_function", "call_method"):
         return False
     name = _name(node)
-    return name in ("mul", "truediv", "div", "imul", "itruediv") and len(node.args) == 2 and isinstance(
-        node.args[1], (int, float))
+    return name in ("mul", "truediv", "div", "imul", "itruediv") and len(node.args) == 2 and M.is_number(node.args[1])
+
+
+def _linear_input(node: fx.Node):
+    """The activation a LINEAR node reads: F.linear(x, W), x @ W, addmm(b, x, W) (HF Conv1D)."""
+    return next((a for a in node.args if isinstance(a, fx.Node) and a.op != "get_attr"), None)
 
 
 def _keeps_key_shift(node: fx.Node, name: str) -> bool:
@@ -69,7 +73,7 @@ def _keeps_key_shift(node: fx.Node, name: str) -> bool:
     if name in ("add", "sub", "iadd"):
         return True
     if name in ("mul", "truediv", "div", "imul", "itruediv"):
-        return len(node.args) == 2 and isinstance(node.args[1], (int, float))
+        return len(node.args) == 2 and M.is_number(node.args[1])
     if name == "masked_fill":
         value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
         return isinstance(value, float) and value == float("-inf")
@@ -186,7 +190,7 @@ class AttentionPass:
         chain = set()
         while isinstance(node, fx.Node):
             op = M.get_op(node)
-            if op.kind == M.LINEAR and op.w_out_axis == 0 and op.weight is not None:
+            if op.kind == M.LINEAR and op.weight is not None:
                 return node, chain
             rope = self._rope(node)
             if rope is not None:
@@ -252,7 +256,7 @@ class AttentionPass:
                 return None
             (user,) = users
             op = M.get_op(user)
-            if op.kind == M.LINEAR and op.w_out_axis == 0 and user.args[0] is node:
+            if op.kind == M.LINEAR and _linear_input(user) is node:
                 return node  # the projection's input value
             if not _is_move(user) or user.args[0] is not node:
                 return None
@@ -319,21 +323,24 @@ class AttentionPass:
             return None
         return table.long()
 
-    def _rows_slot(self, param: str, table: torch.Tensor, channels: int) -> Optional[Slot]:
-        """Slot whose virtual channel h·dh + d is row table[h, d] of ``param`` (contiguous per head)."""
+    @staticmethod
+    def _rows_slot(param: str, table: torch.Tensor, channels: int, axis: int = 0) -> Optional[Slot]:
+        """Slot whose virtual channel h·dh + d is index table[h, d] along ``axis`` of ``param``
+        (contiguous per head): projection rows (or an [in, out] weight's columns, HF Conv1D)."""
         pieces = []
         dh = table.shape[1]
         for h, rows in enumerate(table.tolist()):
             if rows != list(range(rows[0], rows[0] + dh)):
                 return None
             pieces.append(Piece(h * dh, (h + 1) * dh, rows[0]))
-        return Slot(param, 0, tuple(pieces), channels)
+        return Slot(param, axis, tuple(pieces), channels)
 
     def _producer_slots(self, node: fx.Node, table: torch.Tensor) -> Optional[list[Slot]]:
         op = M.get_op(node)
         canon = self.attach.facts.canonical
         n = table.numel()
-        slots = [self._rows_slot(canon.get(p, p), table, n) for p in (op.weight, op.bias) if p is not None]
+        slots = [self._rows_slot(canon.get(p, p), table, n, axis) for p, axis in
+                 ((op.weight, op.w_out_axis), (op.bias, 0)) if p is not None]
         return None if any(s is None for s in slots) else slots
 
     def _qk(self, core: _Core, reads: dict, module, allowed: set) -> None:
@@ -467,7 +474,7 @@ class AttentionPass:
         v_slots = self._producer_slots(pv, v_blocks)
         o_param = at.facts.canonical.get(M.get_op(proj).weight, M.get_op(proj).weight)
         order = torch.argsort(cols).view(n_heads, dh)  # column of (head h, dim d)
-        o_slot = self._cols_slot(o_param, order)
+        o_slot = self._rows_slot(o_param, order, n_heads * dh, M.get_op(proj).w_in_axis)
         if v_slots is None or o_slot is None:
             return
         problems = [p for p in (at._slot_problem(s) for s in v_slots + [o_slot]) if p]
@@ -481,17 +488,6 @@ class AttentionPass:
         self.attach._block_gram_family("attention-vo", "A4" if G != n_heads else "A2", terms, G, dh, f"{vm}>{om}",
                           [vm, om, module], "V̄_g V̄_gᵀ − Σ_{h∈G(g)} O_hᵀ O_h" if G != n_heads else
                           "V̄_h V̄_hᵀ − O_hᵀ O_h")
-
-    @staticmethod
-    def _cols_slot(param: str, order: torch.Tensor) -> Optional[Slot]:
-        n_heads, dh = order.shape
-        pieces = []
-        for h, cols in enumerate(order.tolist()):
-            if cols != list(range(cols[0], cols[0] + dh)):
-                return None
-            pieces.append(Piece(h * dh, (h + 1) * dh, cols[0]))
-        slot = Slot(param, 1, tuple(pieces), n_heads * dh)
-        return slot
 
 
 class _IndexInterpreter(fx.Interpreter):

@@ -578,7 +578,7 @@ class PartitionPass:
                 return None
             return f.with_(degree=2 * f.degree, gl=False, shift=False)
         out = _shape(node)
-        if isinstance(other, (int, float)):
+        if M.is_number(other):
             return f.with_(shift=False)
         other_shape = _shape(other)
         if out is None or other_shape is None or out[len(out) - f.ndim + f.axis] != _shape(arg)[f.axis]:

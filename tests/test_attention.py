@@ -833,3 +833,51 @@ def test_reference_models(name):
             want = {"A5": (2, 4), "A3": (fam.count,)}.get(row, gram_shape)
             assert fam.shape == want
     assert_sound(model, ann, x)
+
+
+# --- HF GPT-2 style: Conv1D projections (weight [in, out], torch.addmm) ------------------------
+class _Conv1D(nn.Module):
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.randn(nf) * 0.1)
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size_out)
+
+
+class _HFGPT2Attention(nn.Module):
+    def __init__(self, E=4, H=2):
+        super().__init__()
+        self.E, self.H = E, H
+        self.c_attn, self.c_proj = _Conv1D(3 * E, E), _Conv1D(E, E)
+
+    def forward(self, x):
+        q, k, v = self.c_attn(x).split(self.E, dim=2)
+        B, T, C = x.shape
+        heads = lambda t: t.view(B, T, self.H, C // self.H).permute(0, 2, 1, 3)  # noqa: E731
+        q, k, v = heads(q), heads(k), heads(v)
+        w = F.softmax(torch.matmul(q, k.transpose(-1, -2)) / (C // self.H) ** 0.5, dim=-1)  # scale from shapes
+        return self.c_proj(torch.matmul(w, v).permute(0, 2, 1, 3).contiguous().view(B, T, C))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_hf_gpt2_conv1d_attention(frontend):
+    # E=4, 2 heads of dh=2: A1 2·3, A2 2·3, A3 key-bias entries 4 (Q̄/K̄/V̄ rows are Conv1D *columns*)
+    model, x = _HFGPT2Attention().double(), tokens(4)
+    ann = fxlaws.annotate(model, x, frontend=frontend)
+    assert ann.counts() == {"attention-qk": 6, "attention-vo": 6, "translation": 4}
+    assert_sound(model, ann, x)
+    p = dict(model.named_parameters())
+    w, b, o = p["c_attn.weight"], p["c_attn.bias"], p["c_proj.weight"]
+    qk = one(ann, "attention-qk", "A1").evaluate(p)
+    for h in range(2):
+        qbar = torch.cat([w[:, 2 * h:2 * h + 2].T, b[2 * h:2 * h + 2, None]], 1)
+        kbar = torch.cat([w[:, 4 + 2 * h:4 + 2 * h + 2].T, b[4 + 2 * h:4 + 2 * h + 2, None]], 1)
+        torch.testing.assert_close(qk[h], qbar @ qbar.T - kbar @ kbar.T, rtol=1e-12, atol=1e-12)
+        vbar = torch.cat([w[:, 8 + 2 * h:8 + 2 * h + 2].T, b[8 + 2 * h:8 + 2 * h + 2, None]], 1)
+        oh = o[2 * h:2 * h + 2, :]  # Conv1D: out = a @ W, so head h's output block is W's rows
+        torch.testing.assert_close(one(ann, "attention-vo", "A2").evaluate(p)[h], vbar @ vbar.T - oh @ oh.T,
+                                   rtol=1e-12, atol=1e-12)
