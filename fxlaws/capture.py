@@ -16,6 +16,7 @@ every module's train/eval flag (and every buffer) is restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -183,14 +184,13 @@ def _placeholder_values(model: nn.Module, gm: fx.GraphModule, args: tuple, kwarg
     return flat
 
 
-def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -> Any:
-    """Run ``interpreter`` once in eval mode under ``no_grad``; restore every module's mode and buffer."""
+@contextlib.contextmanager
+def preserved(model: nn.Module):
+    """Restore every module's train/eval flag and every buffer's value on exit."""
     modes = {m: m.training for m in model.modules()}
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
     try:
-        model.eval()
-        with torch.no_grad():
-            return interpreter.run(*inputs)
+        yield model
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -198,6 +198,13 @@ def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -
             for name, b in model.named_buffers():
                 if name in buffers and not torch.equal(b, buffers[name]):
                     b.copy_(buffers[name])
+
+
+def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -> Any:
+    """Run ``interpreter`` once in eval mode under ``no_grad``; restore every module's mode and buffer."""
+    with preserved(model), torch.no_grad():
+        model.eval()
+        return interpreter.run(*inputs)
 
 
 def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, list]:
@@ -205,17 +212,8 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
     aten ops) and the flat placeholder values. Modes and buffers are restored afterwards."""
     from torch.utils import _pytree as pytree
 
-    modes = {m: m.training for m in model.modules()}
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
-    try:
+    with preserved(model):
         program = torch.export.export(model, args, kwargs, strict=False)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in buffers and not torch.equal(b, buffers[name]):
-                    b.copy_(buffers[name])
     gm = program.module()
     flat = pytree.tree_leaves((args, kwargs))
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
