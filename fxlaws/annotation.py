@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import networkx as nx
-import torch
 import torch.fx as fx
 from torch import Tensor, nn
 

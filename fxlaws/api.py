@@ -6,7 +6,6 @@ import logging
 from collections import Counter
 from typing import Any, Optional, Sequence
 
-import torch
 from torch import nn
 
 from fxlaws.passes.attach import AttachLawsPass, ParamFacts

@@ -15,7 +15,6 @@ Shapes follow the THEORY note "Law counts on tiny instances": input dims >= 3, b
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 import pytest
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxlaws
+from helpers import img, seq, vec
 from fxlaws.laws.symbolic import substitute
 
 DT = torch.float64
@@ -34,19 +34,6 @@ TOL = 1e-9  # exact-law soundness threshold (THEORY §4.1: ~1e-12 expected in fl
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def vec(n: int = 5, d: int = 3) -> torch.Tensor:
-    return torch.randn(n, d, dtype=DT)
-
-
-def img(n: int = 2, c: int = 3, hw: int = 6) -> torch.Tensor:
-    return torch.randn(n, c, hw, hw, dtype=DT)
-
-
-def seq(**mods: nn.Module) -> nn.Sequential:
-    """nn.Sequential with named children, so parameter names match the hand-written variants."""
-    return nn.Sequential(OrderedDict(mods)).double()
-
-
 def annotate(model: nn.Module, x, **kw):
     return fxlaws.annotate(model.double(), x, **kw)
 

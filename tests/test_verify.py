@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections import OrderedDict
 from typing import Callable
 
 import pytest
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxlaws
+from helpers import img, seq, vec
 from fxlaws.verify.completeness import CompletenessResult, completeness
 from fxlaws.verify.discover import discover
 
@@ -53,19 +53,6 @@ def _one_thread():
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def vec(n: int = 5, d: int = 3) -> torch.Tensor:
-    return torch.randn(n, d, dtype=DT)
-
-
-def img(n: int = 2, c: int = 3, hw: int = 6) -> torch.Tensor:
-    return torch.randn(n, c, hw, hw, dtype=DT)
-
-
-def seq(**mods: nn.Module) -> nn.Sequential:
-    """nn.Sequential with named children (parameter names ``fc1.weight``, symbols ``fc1_weight_j_i``)."""
-    return nn.Sequential(OrderedDict(mods)).double()
-
-
 def linear_stack(widths: list[int], *, bias: bool, act: Callable[[], nn.Module] | None) -> nn.Sequential:
     """fc1 [-> a1] -> fc2 [-> a2] -> ... with the given layer widths."""
     mods: dict[str, nn.Module] = {}

@@ -8,7 +8,7 @@ evaluator. Families are built by ``fxlaws.passes.attach``; nothing here knows ab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping
 
 import sympy
 import torch

@@ -12,7 +12,7 @@ import re
 from typing import Mapping, Sequence
 
 import sympy
-from sympy import Idx, IndexedBase, Integer, Piecewise, Sum, Symbol, And
+from sympy import IndexedBase, Integer, Piecewise, Sum, Symbol, And
 
 from .slots import Piece, Slot
 
@@ -92,7 +92,6 @@ def gram_expr(terms, shapes: Mapping[str, Sequence[int]]) -> sympy.Expr:
 def sum_expr(slot: Slot, shapes: Mapping[str, Sequence[int]], group: int) -> sympy.Expr:
     """``Σ_{j ∈ group g} slot[j, i...]`` with the other indices free (``i1``, ``i2`` …)."""
     base = IndexedBase(symbol_name(slot.param))
-    piece = slot.pieces[0]
     idx = tuple(J if d == slot.axis else _dummy(d) for d in range(len(shapes[slot.param])))
     lo = G * group if group < slot.channels else 0
     return Sum(base[idx], (J, lo, lo + group - 1))

@@ -12,7 +12,6 @@ import copy
 import math
 import types
 import warnings
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
