@@ -146,7 +146,8 @@ class AttentionPass:
         passthrough = {n: n.args[0] for c in cores for _, ch in c.chains.values() for n in ch if _is_scalar_scale(n)}
         passthrough.update({r.out: r.x for r in self.ropes.values()})  # indices cross a rotary block unchanged
         reads |= {r.rot for r in self.ropes.values()} | {r.x for r in self.ropes.values()}
-        interp = _IndexInterpreter(gm, producers, set(outs), passthrough, reads)
+        chain_nodes = set().union(*(ch for c in cores for _, ch in c.chains.values()))
+        interp = _IndexInterpreter(gm, producers, set(outs), passthrough, reads | chain_nodes)
         try:
             run_graph(model, interp, inputs)
         except Exception as exc:  # fall back to no attention law rather than guess
@@ -522,7 +523,7 @@ class _IndexInterpreter(fx.Interpreter):
                 value = super().run_node(n)
             except Exception:
                 if tm is None or not hasattr(tm, "shape") or n in self.reads:
-                    raise
+                    raise  # a chain node must carry indices faithfully: no law rather than a guess
                 value = torch.zeros(tm.shape, dtype=tm.dtype)  # off the chains: any value will do
         if n in self.reads and isinstance(value, torch.Tensor):
             self.values[n] = value.to(torch.float64)
