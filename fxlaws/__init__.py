@@ -15,12 +15,14 @@ from .errors import (
     UnsupportedOpError,
     UntraceableModelError,
 )
+from .instrument import instrument
 from .laws.family import LawFamily
 from .report import Report
 from .verify.soundness import soundness
 
 __all__ = [
     "annotate",
+    "instrument",
     "soundness",
     "Annotation",
     "LawFamily",

@@ -1,0 +1,92 @@
+"""``fxlaws.instrument``: the forward pass also records the conserved quantities."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch.fx as fx
+from torch import nn
+
+from fxlaws.passes.instrument import METRICS, InstrumentPass, JSONLSink, LawMetrics
+
+from .annotation import Annotation
+
+__all__ = ["instrument", "Instrumented", "JSONLSink"]
+
+
+class Instrumented(nn.Module):
+    """Wraps the rewritten GraphModule; ``forward`` returns exactly what the model returns.
+
+    Attributes:
+        module: the instrumented GraphModule (shares the user's parameters).
+        law_metrics: its :class:`LawMetrics` submodule.
+    """
+
+    def __init__(self, gm: fx.GraphModule, sinks: Iterable[Callable], flush_every: int):
+        super().__init__()
+        self.module = gm
+        self.sinks = list(sinks)
+        self.flush_every = flush_every
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def law_metrics(self) -> LawMetrics:
+        return getattr(self.module, METRICS)
+
+    def forward(self, *args, **kwargs):
+        out = self.module(*args, **kwargs)
+        m = self.law_metrics
+        if self.sinks and m.training and m.calls and m.calls % self.flush_every == 0 and m.step == m.calls:
+            self.flush()
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        return self.law_metrics.metrics()
+
+    def flush(self) -> dict[str, float]:
+        """Read the latest values (one host sync), hand them to every sink, keep them in history."""
+        values = self.metrics()
+        self.history.append(values)
+        for sink in self.sinks:
+            sink(values)
+        return values
+
+    def remove(self) -> fx.GraphModule:
+        """The original graph (no metric nodes, no metric submodule), sharing the same parameters."""
+        gm = self.module
+        graph = fx.Graph()
+        graph.output(graph.graph_copy(gm.graph, {}))
+        clean = fx.GraphModule(gm, graph, gm.__class__.__name__.replace("Instrumented", ""))
+        for node in reversed(list(clean.graph.nodes)):
+            if (node.op == "call_module" and node.target == METRICS) or (
+                    node.op == "get_attr" and not node.users):
+                clean.graph.erase_node(node)
+        if hasattr(clean, METRICS):
+            delattr(clean, METRICS)
+        clean.graph.lint()
+        clean.recompile()
+        return clean
+
+
+def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_inputs: Any = None, every: int = 1,
+               sinks: Iterable[Callable] = (), flush_every: int = 100) -> Instrumented:
+    """Return a module whose forward also records every law family's value (graph mode).
+
+    Args:
+        model: the user's model (not modified; the result shares its parameters).
+        ann: its Annotation (``fxlaws.annotate(model, example_inputs)`` when omitted).
+        every: record every ``every``-th training-mode forward with grad enabled.
+        sinks: callables receiving a metrics dict at each flush (e.g. :class:`JSONLSink`).
+        flush_every: flush to the sinks every this many forwards (values stay on device otherwise).
+
+    Returns:
+        An :class:`Instrumented` module; ``.metrics()``, ``.flush()``, ``.history``, ``.remove()``.
+    """
+    if ann is None:
+        from .api import annotate
+
+        ann = annotate(model, example_inputs)
+    gm = InstrumentPass(ann, every)(model)
+    inst = Instrumented(gm, sinks, flush_every)
+    inst.train(model.training)
+    return inst

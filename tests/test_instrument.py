@@ -1,0 +1,81 @@
+"""Graph instrumentation: the forward also records law values; outputs, checkpoints untouched."""
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+import fxlaws
+from fxlaws.instrument import JSONLSink, instrument
+from fxlaws.models import relu_mlp, resnet18
+
+
+def _mlp():
+    torch.manual_seed(0)
+    model = relu_mlp(sizes=(3, 8, 4))
+    x, y = torch.randn(16, 3), torch.randint(0, 4, (16,))
+    return model, x, y, fxlaws.annotate(model, x, loss="cross_entropy")
+
+
+def test_outputs_grads_and_checkpoints_are_unchanged():
+    model, x, y, ann = _mlp()
+    inst = instrument(model, ann)
+    assert torch.equal(inst(x), model(x))
+    assert list(inst.module.state_dict()) == list(model.state_dict())  # metric buffers are not persistent
+    g_plain = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
+    g_inst = torch.autograd.grad(F.cross_entropy(inst(x), y), list(model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g_plain, g_inst))
+    inst.module.load_state_dict(model.state_dict())
+    model.load_state_dict(inst.module.state_dict())
+    assert not inst.law_metrics.values.requires_grad
+
+
+def test_records_only_training_forwards_with_grad_every_n():
+    model, x, y, ann = _mlp()
+    inst = instrument(model, ann, every=3)
+    m = inst.law_metrics
+    inst.eval()
+    inst(x)
+    with torch.no_grad():
+        inst.train()
+        inst(x)
+    assert m.calls == 0
+    inst.train()
+    for _ in range(4):
+        inst(x)
+    assert (m.calls, m.step) == (4, 4)  # recorded on calls 1 and 4
+    expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(model).values()])
+    torch.testing.assert_close(m.values, expected.detach())
+
+
+def test_sgd_run_reports_drift_and_flushes_to_jsonl(tmp_path):
+    model, x, y, ann = _mlp()
+    path = tmp_path / "laws.jsonl"
+    inst = instrument(model, ann, sinks=[JSONLSink(path)], flush_every=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(6):
+        opt.zero_grad()
+        F.cross_entropy(inst(x), y).backward()
+        opt.step()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 3 and lines[-1]["conservation/step"] == 6.0
+    rescale = [k for k in lines[-1] if k.startswith("conservation/rescale/") and k.endswith("max_rel_drift")]
+    assert rescale and all(lines[-1][k] < 1e-2 for k in rescale)  # plain SGD: second order in lr
+    # the translation laws (T1) are exactly conserved by SGD: round-off only
+    trans = [k for k in lines[-1] if k.startswith("conservation/translation/") and k.endswith("max_rel_drift")]
+    assert trans and all(lines[-1][k] < 1e-4 for k in trans)
+    assert inst.history == lines
+
+
+def test_remove_gives_back_the_original_graph():
+    model = resnet18()
+    x = model.example_inputs()[0]
+    inst = instrument(model, fxlaws.annotate(model, x))
+    clean = inst.remove()
+    assert not hasattr(clean, "fxlaws_metrics")
+    assert all(n.target != "fxlaws_metrics" for n in clean.graph.nodes)
+    model.eval()
+    clean.eval()
+    inst.eval()
+    with torch.no_grad():
+        assert torch.equal(clean(x), model(x)) and torch.equal(inst(x), model(x))
