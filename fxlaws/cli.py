@@ -264,6 +264,22 @@ def _cmd_verify(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_study(args) -> int:
+    from .study import plot, sgd_persistence
+
+    results = []
+    for model in args.models:
+        res = sgd_persistence(model, seeds=args.seeds, steps=args.steps, progress=_progress)
+        results.append(res)
+        finals = ", ".join(f"τ={lr:g}: {res.final(lr):.2e}" for lr in res.lrs)
+        print(f"{model}: final relative error (median over seeds) {finals}")
+        print(f"{model}: log-log slope {res.slope:.2f} (expected ≈ 2); first-order share of drift: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in res.first_order_share.items()))
+    plot(results, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fxlaws", description="Conservation laws of PyTorch training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--max-params", type=int, default=2000,
                            help="completeness runs on the largest blocks with at most this many parameters")
         p.set_defaults(fn=fn)
+    p = sub.add_parser("study", help="experiments: `fxlaws study sgd` (law error ∝ τ² under plain SGD)")
+    p.add_argument("experiment", choices=["sgd"])
+    p.add_argument("--models", nargs="+", default=["resnet18", "gpt-tiny"], choices=["resnet18", "gpt-tiny"])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("-o", "--output", default="sgd_persistence.png")
+    p.set_defaults(fn=_cmd_study)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
