@@ -11,7 +11,7 @@ from fxlaws.passes.instrument import METRICS, InstrumentPass, JSONLSink, LawMetr
 
 from .annotation import Annotation
 
-__all__ = ["instrument", "Instrumented", "JSONLSink"]
+__all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink"]
 
 
 class Instrumented(nn.Module):
@@ -68,8 +68,34 @@ class Instrumented(nn.Module):
         return clean
 
 
+class HookInstrumented:
+    """Hook mode: the same metrics, recorded after every ``every``-th optimizer step (for models
+    whose graph cannot be rewritten, e.g. opaque front ends). The model itself is not wrapped."""
+
+    def __init__(self, model: nn.Module, ann: Annotation, optimizer, every: int, sinks, flush_every: int):
+        params = dict(model.named_parameters())
+        names = sorted({p for fam in ann.laws for p in fam.params})
+        self.law_metrics = LawMetrics(ann.laws, names, params, every)
+        self._tensors = [params[n] for n in names]
+        self.sinks, self.flush_every, self.history = list(sinks), flush_every, []
+        self._handle = optimizer.register_step_post_hook(self._after_step)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        m = self.law_metrics
+        m.record(self._tensors)
+        if self.sinks and m.calls % self.flush_every == 0 and m.step == m.calls:
+            self.flush()
+
+    metrics = Instrumented.metrics
+    flush = Instrumented.flush
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
 def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_inputs: Any = None, every: int = 1,
-               sinks: Iterable[Callable] = (), flush_every: int = 100) -> Instrumented:
+               sinks: Iterable[Callable] = (), flush_every: int = 100, mode: str = "graph",
+               optimizer=None):
     """Return a module whose forward also records every law family's value (graph mode).
 
     Args:
@@ -79,13 +105,23 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
         sinks: callables receiving a metrics dict at each flush (e.g. :class:`JSONLSink`).
         flush_every: flush to the sinks every this many forwards (values stay on device otherwise).
 
+        mode: "graph" (rewrite the forward) or "hook" (record after each optimizer step; needs
+            ``optimizer``).
+
     Returns:
-        An :class:`Instrumented` module; ``.metrics()``, ``.flush()``, ``.history``, ``.remove()``.
+        An :class:`Instrumented` module (graph mode) or a :class:`HookInstrumented` recorder; both
+        have ``.metrics()``, ``.flush()``, ``.history``, ``.remove()``.
     """
+    if mode not in ("graph", "hook"):
+        raise ValueError(f"mode={mode!r}: use 'graph' or 'hook'")
+    if mode == "hook" and optimizer is None:
+        raise ValueError("mode='hook' records after optimizer steps: pass optimizer=...")
     if ann is None:
         from .api import annotate
 
         ann = annotate(model, example_inputs)
+    if mode == "hook":
+        return HookInstrumented(model, ann, optimizer, every, sinks, flush_every)
     gm = InstrumentPass(ann, every)(model)
     inst = Instrumented(gm, sinks, flush_every)
     inst.train(model.training)

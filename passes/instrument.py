@@ -42,15 +42,20 @@ class LawMetrics(nn.Module):
     def forward(self, *tensors: Tensor) -> None:
         if not (self.training and torch.is_grad_enabled()):
             return None
+        self.record(tensors)
+        return None
+
+    def record(self, tensors) -> None:
+        """Count one event (a forward, or an optimizer step in hook mode); every ``every``-th, store
+        the current values in the on-device buffer (no host synchronisation)."""
         self.calls += 1
         if (self.calls - 1) % self.every:
-            return None
+            return
         with torch.no_grad():
             params = {n: t.detach() for n, t in zip(self.names, tensors)}
             flat = torch.cat([v.reshape(-1) for v in self._evaluate(params)]) if self.families else self.values
-            self.values.copy_(flat)  # on device: no host synchronisation here
+            self.values.copy_(flat)
         self.step = self.calls
-        return None
 
     def metrics(self) -> dict[str, float]:
         """``conservation/<kind>/<family>/{max,mean,rms}_rel_drift`` (host sync: call sparingly)."""

@@ -79,3 +79,19 @@ def test_remove_gives_back_the_original_graph():
     inst.eval()
     with torch.no_grad():
         assert torch.equal(clean(x), model(x)) and torch.equal(inst(x), model(x))
+
+
+def test_hook_mode_matches_graph_mode():
+    model, x, y, ann = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    hook = instrument(model, ann, mode="hook", optimizer=opt)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert hook.law_metrics.step == 3
+    expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(model).values()])
+    torch.testing.assert_close(hook.law_metrics.values, expected.detach())  # values after the last step
+    hook.remove()
+    opt.step()
+    assert hook.law_metrics.calls == 3
