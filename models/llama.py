@@ -161,12 +161,15 @@ class Llama(nn.Module):
         self.vocab_size = params.vocab_size
         self.n_layers = params.n_layers
         self.tok_embeddings = nn.Embedding(params.vocab_size, params.dim)
-        self.layers = nn.ModuleList([TransformerBlock(i, params) for i in range(params.n_layers)])
+        self.layers = nn.ModuleList([self._block(i, params) for i in range(params.n_layers)])
         self.norm = RMSNorm(params.dim, eps=params.norm_eps)
         self.output = nn.Linear(params.dim, params.vocab_size, bias=False)
         cos, sin = precompute_cos_sin(params.dim // params.n_heads, params.max_seq_len, params.rope_theta)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
+
+    def _block(self, layer_id: int, params) -> nn.Module:
+        return TransformerBlock(layer_id, params)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         _bsz, seqlen = tokens.shape

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llama import Attention, FeedForward, LlamaConfig, RMSNorm, precompute_cos_sin
+from .llama import Attention, FeedForward, Llama, LlamaConfig, RMSNorm
 
 
 @dataclass
@@ -70,7 +70,7 @@ class MoEBlock(nn.Module):
         return h + ff
 
 
-class MoETransformer(nn.Module):
+class MoETransformer(Llama):
     """Mixtral-style decoder-only language model: LLaMA attention, top-k mixture-of-experts FFNs.
 
     The expert dispatch depends on the router's choices (``torch.where``), so the forward runs eagerly
@@ -86,31 +86,11 @@ class MoETransformer(nn.Module):
     """
 
     def __init__(self, args: MoEConfig) -> None:
-        super().__init__()
+        super().__init__(args)
         self.args = args
-        self.vocab_size = args.vocab_size
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
-        self.layers = nn.ModuleList([MoEBlock(args) for _ in range(args.n_layers)])
-        self.norm = RMSNorm(args.dim, eps=args.norm_eps)
-        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
-        cos, sin = precompute_cos_sin(args.dim // args.n_heads, args.max_seq_len, args.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        _bsz, seqlen = tokens.shape
-        h = self.tok_embeddings(tokens)
-        positions = torch.arange(0, seqlen, device=tokens.device)
-        cos = self.cos[positions].to(h.dtype)
-        sin = self.sin[positions].to(h.dtype)
-        for layer in self.layers:
-            h = layer(h, cos, sin)
-        return self.output(self.norm(h))
-
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        g = torch.Generator().manual_seed(0)
-        t = min(8, self.args.max_seq_len)
-        return (torch.randint(0, self.vocab_size, (2, t), generator=g, dtype=torch.long),)
+    def _block(self, layer_id: int, params) -> nn.Module:
+        return MoEBlock(params)
 
 
 def moe_tiny(**kwargs) -> MoETransformer:
