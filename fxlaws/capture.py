@@ -86,6 +86,37 @@ def normalise_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     )
 
 
+@contextlib.contextmanager
+def _custom_autograd_functions(on_call):
+    """Route every ``torch.autograd.Function.apply`` through ``on_call(cls, original_apply, args,
+    kwargs)`` for the duration of a trace.
+
+    Both front ends trace a custom Function's *forward* and drop its ``backward``; a backward that
+    is not the derivative of the forward (straight-through estimators) then gets laws of the
+    forward, which gradient flow does not conserve. ``on_call`` keeps the call opaque instead.
+    """
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls, *args, **kwargs):
+        return on_call(cls, original.__get__(None, cls), args, kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original
+
+
+def _opaque_function(cls: type) -> Any:
+    """A plain function calling ``cls.apply``: the graph's target for an opaque custom Function."""
+
+    def fn(*args, **kwargs):
+        return cls.apply(*args, **kwargs)
+
+    fn.__name__, fn.__qualname__, fn.__module__ = f"{cls.__name__}_apply", f"{cls.__qualname__}.apply", cls.__module__
+    return fn
+
+
 class _LeafTracer(fx.Tracer):
     """fx tracer whose leaves are torch.nn modules, user-named leaves, and opaque fallbacks.
 
@@ -101,6 +132,17 @@ class _LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+    def trace(self, root, concrete_args=None):
+        from torch.utils import _pytree as pytree
+
+        def on_call(cls, apply, args, kwargs):  # a custom autograd.Function on Proxies: one opaque node
+            if any(isinstance(a, fx.Proxy) for a in pytree.tree_leaves((args, kwargs))):
+                return self.create_proxy("call_function", _opaque_function(cls), args, kwargs)
+            return apply(*args, **kwargs)
+
+        with _custom_autograd_functions(on_call):
+            return super().trace(root, concrete_args)
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
@@ -212,7 +254,12 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
     aten ops) and the flat placeholder values. Modes and buffers are restored afterwards."""
     from torch.utils import _pytree as pytree
 
-    with preserved(model):
+    def on_call(cls, apply, args, kwargs):  # export would inline its forward and drop its backward
+        if not cls.__module__.startswith("torch."):
+            raise UntraceableModelError(f"custom torch.autograd.Function {cls.__qualname__} (kept opaque by fx)")
+        return apply(*args, **kwargs)
+
+    with preserved(model), _custom_autograd_functions(on_call):
         program = torch.export.export(model, args, kwargs, strict=False)
     gm = program.module()
     flat = pytree.tree_leaves((args, kwargs))

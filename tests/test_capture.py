@@ -240,6 +240,47 @@ def test_capture_default_argument_omitted():
     assert cap.frontend == "fx"
 
 
+# --- custom autograd.Function ----------------------------------------------------------------------
+
+class _StraightThroughReLU(torch.autograd.Function):
+    """Forward ReLU, backward identity: the backward is not the derivative of the forward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _STEMLP(nn.Module):
+    def __init__(self, encoder: bool = False):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True) if encoder else nn.Identity()
+        self.fc1 = nn.Linear(4, 5)
+        self.fc2 = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc2(_StraightThroughReLU.apply(self.fc1(self.enc(x))))
+
+
+@pytest.mark.parametrize("encoder", [False, True], ids=["fx", "export-first"])
+def test_custom_autograd_function_is_opaque(encoder):
+    # Found by the fuzzer (tests/test_fuzz.py): fx and torch.export both trace a custom Function's
+    # forward and drop its backward, so fc1 -> ReLU-forward -> fc2 got THEORY R1, which gradient
+    # flow through the straight-through backward does not conserve (relative <∇h, ∇L> ~ 0.3). The
+    # call is one opaque node now (fx), and export refuses such models (the fx fallback keeps them).
+    torch.manual_seed(0)
+    model = _STEMLP(encoder).double()
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    ann = fxlaws.annotate(model, x)
+    assert not any("fc1.weight" in f.params for f in ann.laws), [f.name for f in ann.laws]
+    assert "_StraightThroughReLU" in ann.no_law["fc1"]
+    assert fxlaws.soundness(model, ann, x).ok
+    assert torch.equal(ann.graph(x), model(x))  # the opaque node runs the Function itself
+
+
 # --- partition's reshape table -------------------------------------------------------------------
 
 @pytest.mark.parametrize("in_shape, out_shape, axis, expected", [
