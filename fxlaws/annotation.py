@@ -11,7 +11,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .errors import StaleAnnotationError
-from .laws.family import LawFamily
+from .laws.family import LawFamily, evaluate_all
 
 __all__ = ["Annotation"]
 
@@ -117,7 +117,7 @@ class Annotation:
                         f"{name} has shape {tuple(params[name].shape)} but was annotated with shape "
                         f"{self.param_shapes[name]}; re-run fxlaws.annotate on the changed model."
                     )
-        return {fam.name: fam.evaluate(params) for fam in self.laws}
+        return dict(zip((fam.name for fam in self.laws), evaluate_all(self.laws, params)))
 
     # --- display -------------------------------------------------------------------------------
     def report(self, *, title: str | None = None, history: Mapping | None = None) -> "Report":  # noqa: F821

@@ -28,17 +28,19 @@ class Instrumented(nn.Module):
         self.sinks = list(sinks)
         self.flush_every = flush_every
         self.history: list[dict[str, float]] = []
+        self.law_metrics.on_record = self._after_record
 
     @property
     def law_metrics(self) -> LawMetrics:
         return getattr(self.module, METRICS)
 
     def forward(self, *args, **kwargs):
-        out = self.module(*args, **kwargs)
-        m = self.law_metrics
-        if self.sinks and m.training and m.calls and m.calls % self.flush_every == 0 and m.step == m.calls:
+        return self.module(*args, **kwargs)
+
+    def _after_record(self, m: LawMetrics) -> None:
+        # called by LawMetrics.record, eagerly even inside a compiled forward (see fxlaws::record)
+        if self.sinks and m.calls % self.flush_every == 0 and m.step == m.calls:
             self.flush()
-        return out
 
     def metrics(self) -> dict[str, float]:
         return self.law_metrics.metrics()
@@ -78,14 +80,13 @@ class HookInstrumented:
         self.law_metrics = LawMetrics(ann.laws, names, params, every)
         self._tensors = [params[n] for n in names]
         self.sinks, self.flush_every, self.history = list(sinks), flush_every, []
+        self.law_metrics.on_record = self._after_record
         self._handle = optimizer.register_step_post_hook(self._after_step)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        m = self.law_metrics
-        m.record(self._tensors)
-        if self.sinks and m.calls % self.flush_every == 0 and m.step == m.calls:
-            self.flush()
+        self.law_metrics.record(self._tensors)
 
+    _after_record = Instrumented._after_record
     metrics = Instrumented.metrics
     flush = Instrumented.flush
 

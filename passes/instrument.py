@@ -11,14 +11,39 @@ every ``every``-th forward in training mode with grad enabled; values reach Pyth
 
 from __future__ import annotations
 
+import itertools
 import json
+import weakref
+
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from fxlaws.laws.family import evaluate_all
+
 __all__ = ["LawMetrics", "InstrumentPass", "JSONLSink"]
 
 METRICS = "fxlaws_metrics"
+SCRATCH = 1 << 22  # elements of the squares' scratch buffer (larger tensors are squared in row blocks)
+
+
+def _promoted(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+_KEYS = itertools.count()
+_LIVE: "weakref.WeakValueDictionary[int, LawMetrics]" = weakref.WeakValueDictionary()
+
+
+@torch.library.custom_op("fxlaws::record", mutates_args=("values",))
+def _record_op(key: int, values: Tensor, tensors: list[Tensor]) -> None:
+    """What a compiled instrumented forward calls: ``LawMetrics.record`` of the instance ``key``."""
+    _LIVE[key].record(tensors)
+
+
+@_record_op.register_fake
+def _(key: int, values: Tensor, tensors: list[Tensor]) -> None:
+    return None
 
 
 class LawMetrics(nn.Module):
@@ -29,6 +54,12 @@ class LawMetrics(nn.Module):
         self.families, self.names, self.every = list(families), list(names), int(every)
         self.calls = 0
         self.step = 0
+        self.on_record = None
+        self._register()
+        big = [params[n] for fam in self.families for n, _ in fam.squares()]
+        scratch = max(big, key=Tensor.numel, default=torch.zeros(0))
+        self.register_buffer("scratch", torch.empty(min(scratch.numel(), SCRATCH), dtype=_promoted(scratch.dtype),
+                                                    device=scratch.device), persistent=False)
         with torch.no_grad():
             ref = self._evaluate(params)
         self.sizes = [int(v.numel()) for v in ref]
@@ -36,26 +67,41 @@ class LawMetrics(nn.Module):
                              persistent=False)
         self.register_buffer("reference", self.values.clone(), persistent=False)
 
+    def _register(self) -> None:
+        self._key = next(_KEYS)
+        _LIVE[self._key] = self
+
+    def __setstate__(self, state) -> None:  # copies (deepcopy, pickle) get their own key
+        super().__setstate__(state)
+        self._register()
+
     def _evaluate(self, params: dict[str, Tensor]) -> list[Tensor]:
-        return [fam.evaluate(params).detach().float() for fam in self.families]
+        return [v.detach().float() for v in evaluate_all(self.families, params, self.scratch)]
 
     def forward(self, *tensors: Tensor) -> None:
         if not (self.training and torch.is_grad_enabled()):
             return None
-        self.record(tensors)
+        if torch.compiler.is_compiling():
+            # One opaque op in the compiled graph: the Python counters below stay out of dynamo's
+            # guards (an int attribute changing every step would recompile every step).
+            torch.ops.fxlaws.record(self._key, self.values, [t.detach() for t in tensors])
+        else:
+            self.record(tensors)
         return None
 
     def record(self, tensors) -> None:
         """Count one event (a forward, or an optimizer step in hook mode); every ``every``-th, store
-        the current values in the on-device buffer (no host synchronisation)."""
+        the current values in the on-device buffer (no host synchronisation), then call
+        ``on_record(self)`` if set (the wrapper's flush-to-sinks check)."""
         self.calls += 1
-        if (self.calls - 1) % self.every:
-            return
-        with torch.no_grad():
-            params = {n: t.detach() for n, t in zip(self.names, tensors)}
-            flat = torch.cat([v.reshape(-1) for v in self._evaluate(params)]) if self.families else self.values
-            self.values.copy_(flat)
-        self.step = self.calls
+        if (self.calls - 1) % self.every == 0:
+            with torch.no_grad():
+                params = {n: t.detach() for n, t in zip(self.names, tensors)}
+                if self.families:
+                    self.values.copy_(torch.cat([v.reshape(-1) for v in self._evaluate(params)]))
+            self.step = self.calls
+        if self.on_record is not None:
+            self.on_record(self)
 
     def metrics(self) -> dict[str, float]:
         """``conservation/<kind>/<family>/{max,mean,rms}_rel_drift`` (host sync: call sparingly)."""
@@ -84,6 +130,20 @@ class JSONLSink:
             f.write(json.dumps(metrics, sort_keys=True) + "\n")
 
 
+def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
+    """The module the rewritten graph reads its submodules and parameters from: the user's model
+    when every target resolves on it (fx front end), else the captured GraphModule (export adds
+    helper submodules); parameter identity is checked by the caller either way."""
+    for node in gm.graph.nodes:
+        if node.op in ("get_attr", "call_module"):
+            obj = model
+            for part in node.target.split("."):
+                if not hasattr(obj, part):
+                    return gm
+                obj = getattr(obj, part)
+    return model
+
+
 class InstrumentPass:
     """``InstrumentPass(ann, every)(model) -> GraphModule`` with an ``fxlaws_metrics`` submodule."""
 
@@ -95,8 +155,16 @@ class InstrumentPass:
     def __call__(self, model: nn.Module) -> fx.GraphModule:
         graph = fx.Graph()
         graph.output(graph.graph_copy(self.ann.graph.graph, {}))  # graph_copy leaves the output out
-        gm = fx.GraphModule(self.ann.graph, graph, type(model).__name__ + "Instrumented")
+        gm = fx.GraphModule(_root(model, self.ann.graph), graph, type(model).__name__ + "Instrumented")
         params = dict(model.named_parameters())
+        foreign = [n for n, p in gm.named_parameters() if params.get(n) is not p]
+        if foreign:
+            from fxlaws.errors import StaleAnnotationError
+
+            raise StaleAnnotationError(
+                f"the annotation's graph holds parameters {foreign[:3]} that are not this model's (it was "
+                f"made on another {type(model).__name__} instance, or the parameters were re-registered); "
+                "run fxlaws.annotate on this model")
         names = sorted({p for fam in self.ann.laws for p in fam.params})
         missing = [n for n in names if n not in params]
         if missing:

@@ -95,3 +95,43 @@ def test_hook_mode_matches_graph_mode():
     hook.remove()
     opt.step()
     assert hook.law_metrics.calls == 3
+
+
+def test_compile_fullgraph_records_without_recompiling():
+    import torch._dynamo as dynamo
+
+    model, x, y, ann = _mlp()
+    eager_model, _, _, _ = _mlp()
+    inst, eager = instrument(model, ann, every=2), instrument(eager_model, ann, every=2)
+    compiled = torch.compile(inst, fullgraph=True, backend="eager")
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, eager_model)]
+    for _ in range(5):
+        for fwd, opt in zip((compiled, eager), opts):
+            opt.zero_grad()
+            F.cross_entropy(fwd(x), y).backward()
+            opt.step()
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == 1  # no recompilation as counters move
+    m, e = inst.law_metrics, eager.law_metrics
+    assert (m.calls, m.step) == (e.calls, e.step) == (5, 5)
+    torch.testing.assert_close(m.values, e.values)
+    with torch.no_grad():  # no_grad forwards skip the record, compiled too
+        compiled(x)
+    assert m.calls == 5
+    compiled(x)
+    assert (m.calls, m.step) == (6, 5)  # every=2: call 6 is skipped
+    compiled(x)  # call 7 records the parameters as they are after the 5th step
+    assert (m.calls, m.step) == (7, 7)
+    expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(model).values()])
+    torch.testing.assert_close(m.values, expected.detach())
+
+
+def test_an_annotation_instruments_another_instance_of_the_same_model():
+    model, x, y, ann = _mlp()
+    torch.manual_seed(1)
+    other = relu_mlp(sizes=(3, 8, 4))
+    inst = instrument(other, ann)  # the rewritten graph must read `other`'s modules, not `model`'s
+    assert torch.equal(inst(x), other(x)) and not torch.equal(other(x), model(x))
+    expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(other).values()])
+    torch.testing.assert_close(inst.law_metrics.values, expected.detach())

@@ -14,9 +14,9 @@ import sympy
 import torch
 from torch import Tensor
 
-from .slots import Slot
+from .slots import Slot, SquareSums
 
-__all__ = ["LawFamily", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
+__all__ = ["LawFamily", "evaluate_all", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
 
 KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
@@ -30,6 +30,9 @@ class DiagonalTerms:
 
     terms: tuple[tuple[Slot, float], ...]
     group: int = 1
+
+    def squares(self) -> list[tuple[str, int]]:
+        return [(slot.param, slot.axis) for slot, _ in self.terms]
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
         out = None
@@ -91,6 +94,9 @@ class PairTerms:
     blocks: int
     dh: int
     pairs: tuple[tuple[int, int], ...]
+
+    def squares(self) -> list[tuple[str, int]]:
+        return [(slot.param, slot.axis) for slot, _, _ in self.terms]
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
         first = torch.tensor([a for a, _ in self.pairs])
@@ -173,11 +179,40 @@ class LawFamily:
                 f"law family {self.name!r} reads parameters {missing} that the given model does not "
                 "have; re-run fxlaws.annotate on this model."
             )
+        if isinstance(params, SquareSums):  # already promoted, squares shared (evaluate_all)
+            return self._evaluator(params)
         cast = {n: _promote(params[n]) for n in self.params}
         return self._evaluator(cast)
 
+    def squares(self) -> list[tuple[str, int]]:
+        """(parameter, axis) pairs whose per-position sums of squares the evaluator reads."""
+        squares = getattr(self._evaluator, "squares", None)
+        return squares() if squares else []
+
     def __str__(self) -> str:
         return f"{self.formula}  [{self.theory}]"
+
+
+def evaluate_all(families, params: Mapping[str, Tensor], scratch: Tensor | None = None) -> list[Tensor]:
+    """Every family's value, each parameter tensor reduced once for all the families that square it.
+
+    Reads ``params`` (name -> tensor, must hold every family's parameters); returns one tensor per
+    family, in order (bf16/fp16 promoted to float32). Differentiable unless ``scratch`` (a flat
+    buffer for the squares, see :class:`SquareSums`) is given.
+    """
+    names = {n for fam in families for n in fam.params}
+    missing = sorted(n for n in names if n not in params)
+    if missing:
+        from ..errors import StaleAnnotationError
+
+        raise StaleAnnotationError(f"the law families read parameters {missing[:3]} that the given model "
+                                   "does not have; re-run fxlaws.annotate on this model.")
+    needs: dict[str, set[int]] = {}
+    for fam in families:
+        for name, axis in fam.squares():
+            needs.setdefault(name, set()).add(axis)
+    cache = SquareSums({n: _promote(params[n]) for n in names}, needs, scratch)
+    return [fam.evaluate(cache) for fam in families]
 
 
 def _promote(t: Tensor) -> Tensor:

@@ -10,12 +10,12 @@ All reductions are vectorised: one ``pow(2).sum`` per parameter tensor, then sli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["Piece", "Slot"]
+__all__ = ["Piece", "Slot", "SquareSums"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,17 @@ class Slot:
 
     def channel_sq(self, params: Mapping[str, Tensor]) -> Tensor:
         """``out[j] = Σ ‖param[..., pos(j), ...]‖²`` over this slot's positions of channel j (zeros if absent)."""
-        p = params[self.param]
-        dims = [d for d in range(p.dim()) if d != self.axis]
-        per_pos = p.pow(2).sum(dims) if dims else p.pow(2)
+        if isinstance(params, SquareSums):
+            per_pos = params.position_sq(self.param, self.axis)
+        else:
+            per_pos = _position_sq(params[self.param], (self.axis,))[self.axis]
+        if self.pieces == (Piece(0, self.channels),) and per_pos.shape[0] == self.channels:
+            return per_pos  # the common case: channel j is position j
         out = None
         for piece in self.pieces:
-            vals = per_pos.narrow(0, piece.offset, piece.width).view(piece.stop - piece.start, piece.inner).sum(1)
+            vals = per_pos.narrow(0, piece.offset, piece.width)
+            if piece.inner > 1:
+                vals = vals.view(piece.stop - piece.start, piece.inner).sum(1)
             if piece.start == 0 and piece.stop == self.channels and out is None:
                 out = vals
                 continue
@@ -116,3 +121,67 @@ class Slot:
             else:
                 texts.append(f"{self.param}[{', '.join([':'] * self.axis + [sel])}]")
         return " + ".join(texts)
+
+
+def _position_sq(p: Tensor, axes, scratch: Tensor | None = None) -> dict[int, Tensor]:
+    """``{axis: Σ_{other dims} p²}`` for each axis in ``axes``.
+
+    Rows alone (axis 0) are one fused ``vector_norm`` over contiguous rows (nothing of ``p``'s size
+    written). Otherwise ``p²`` is formed in blocks of leading rows — into ``scratch`` when given
+    (no autograd; avoids allocating, and page-faulting, a tensor of ``p``'s size per call) — and
+    each axis is reduced outer-dims-first, so every reduction runs over contiguous memory (summing
+    a small inner dim first is ~5x slower on CPU).
+    """
+    axes = sorted(set(axes))
+    if p.dim() <= 1:
+        return {a: p.square() for a in axes}
+    if axes == [0]:
+        return {0: torch.linalg.vector_norm(p.reshape(p.shape[0], -1), dim=1).square()}
+    if scratch is not None and (scratch.dtype != p.dtype or scratch.device != p.device):
+        scratch = None
+    rows, rest = p.shape[0], p[0].numel()
+    step = rows if scratch is None else max(1, min(rows, scratch.numel() // max(1, rest)))
+    parts: dict[int, list[Tensor]] = {a: [] for a in axes}
+    for lo in range(0, rows, step):
+        block = p[lo:lo + step]
+        if scratch is None:
+            sq = block.square()
+        else:
+            sq = torch.mul(block, block, out=scratch[:block.numel()].view(block.shape))
+        for a in axes:
+            if a == 0:
+                parts[0].append(sq.reshape(sq.shape[0], -1).sum(1))
+                continue
+            n = p.shape[a]
+            v = sq.reshape(-1, n * (sq[0].numel() // max(1, sq.shape[1:a].numel() * n))).sum(0)
+            parts[a].append(v.reshape(n, -1).sum(1))
+    return {a: torch.cat(vs) if a == 0 else sum(vs[1:], vs[0]) for a, vs in parts.items()}
+
+
+class SquareSums(Mapping):
+    """Parameters plus their per-position squared sums, each parameter read once.
+
+    Reads ``params`` (name -> tensor) and ``needs`` (name -> axes whose per-position sums of
+    squares some slot reads). ``position_sq(name, axis)`` returns them; :meth:`Slot.channel_sq`
+    uses it when given a ``SquareSums``, so every family evaluated on the same instance shares
+    one reduction per parameter tensor (the instrument pass's one-pass-per-tensor metric cost).
+    ``scratch``: a flat buffer of the parameters' dtype and device for the squares (only without
+    autograd).
+    """
+
+    def __init__(self, params: Mapping[str, Tensor], needs: Mapping[str, set[int]], scratch: Tensor | None = None):
+        self._params = params
+        self._sq = {name: _position_sq(params[name], axes, scratch) for name, axes in needs.items()}
+
+    def position_sq(self, name: str, axis: int) -> Tensor:
+        cached = self._sq.get(name, {})
+        return cached[axis] if axis in cached else _position_sq(self._params[name], (axis,))[axis]
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._params[name]
+
+    def __iter__(self):
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
