@@ -7,11 +7,12 @@ from typing import Any, Callable, Iterable, Optional
 import torch.fx as fx
 from torch import nn
 
-from fxlaws.passes.instrument import METRICS, InstrumentPass, JSONLSink, LawMetrics
+from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics
 
 from .annotation import Annotation
+from .sinks import History, JSONLSink, TensorBoardSink
 
-__all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink"]
+__all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "History"]
 
 
 class Instrumented(nn.Module):
@@ -27,7 +28,8 @@ class Instrumented(nn.Module):
         self.module = gm
         self.sinks = list(sinks)
         self.flush_every = flush_every
-        self.history: list[dict[str, float]] = []
+        self.history = History()
+        self._flushed_at = 0
         self.law_metrics.on_record = self._after_record
 
     @property
@@ -39,15 +41,30 @@ class Instrumented(nn.Module):
 
     def _after_record(self, m: LawMetrics) -> None:
         # called by LawMetrics.record, eagerly even inside a compiled forward (see fxlaws::record)
-        if self.sinks and m.calls % self.flush_every == 0 and m.step == m.calls:
+        if self.sinks and m.step == m.calls and m.calls - self._flushed_at >= self.flush_every:
             self.flush()
 
     def metrics(self) -> dict[str, float]:
+        """The latest summary scalars (see :meth:`LawMetrics.metrics`; one host sync)."""
         return self.law_metrics.metrics()
+
+    def law_values(self) -> dict[str, dict]:
+        """Per family: latest ``value``, ``drift`` and ``rel_drift`` tensors, on the device."""
+        return self.law_metrics.law_values()
+
+    def state(self) -> dict:
+        """Save this with the model and optimizer state to resume the drift series later."""
+        return self.law_metrics.state()
+
+    def load_state(self, state) -> None:
+        """Resume: drifts are measured from the saved reference values, counters continue."""
+        self.law_metrics.load_state(state)
+        self._flushed_at = self.law_metrics.calls
 
     def flush(self) -> dict[str, float]:
         """Read the latest values (one host sync), hand them to every sink, keep them in history."""
         values = self.metrics()
+        self._flushed_at = self.law_metrics.calls
         self.history.append(values)
         for sink in self.sinks:
             sink(values)
@@ -79,7 +96,8 @@ class HookInstrumented:
         names = sorted({p for fam in ann.laws for p in fam.params})
         self.law_metrics = LawMetrics(ann.laws, names, params, every)
         self._tensors = [params[n] for n in names]
-        self.sinks, self.flush_every, self.history = list(sinks), flush_every, []
+        self.sinks, self.flush_every, self.history = list(sinks), flush_every, History()
+        self._flushed_at = 0
         self.law_metrics.on_record = self._after_record
         self._handle = optimizer.register_step_post_hook(self._after_step)
 
@@ -88,6 +106,9 @@ class HookInstrumented:
 
     _after_record = Instrumented._after_record
     metrics = Instrumented.metrics
+    law_values = Instrumented.law_values
+    state = Instrumented.state
+    load_state = Instrumented.load_state
     flush = Instrumented.flush
 
     def remove(self) -> None:
@@ -104,7 +125,8 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
         ann: its Annotation (``fxlaws.annotate(model, example_inputs)`` when omitted).
         every: record every ``every``-th training-mode forward with grad enabled.
         sinks: callables receiving a metrics dict at each flush (e.g. :class:`JSONLSink`).
-        flush_every: flush to the sinks every this many forwards (values stay on device otherwise).
+        flush_every: hand the metrics to the sinks at the first record at least this many forwards
+            (hook mode: steps) after the last flush; values stay on the device in between.
 
         mode: "graph" (rewrite the forward) or "hook" (record after each optimizer step; needs
             ``optimizer``).

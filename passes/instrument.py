@@ -12,8 +12,8 @@ every ``every``-th forward in training mode with grad enabled; values reach Pyth
 from __future__ import annotations
 
 import itertools
-import json
 import weakref
+from typing import Mapping
 
 import torch
 import torch.fx as fx
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from fxlaws.laws.family import evaluate_all
 
-__all__ = ["LawMetrics", "InstrumentPass", "JSONLSink"]
+__all__ = ["LawMetrics", "InstrumentPass"]
 
 METRICS = "fxlaws_metrics"
 SCRATCH = 1 << 22  # elements of the squares' scratch buffer (larger tensors are squared in row blocks)
@@ -104,11 +104,13 @@ class LawMetrics(nn.Module):
             self.on_record(self)
 
     def metrics(self) -> dict[str, float]:
-        """``conservation/<kind>/<family>/{max,mean,rms}_rel_drift`` (host sync: call sparingly)."""
-        out: dict[str, float] = {"conservation/step": float(self.step)}
-        values = self.values.detach().cpu().split(self.sizes)
-        refs = self.reference.detach().cpu().split(self.sizes)
-        for fam, v, r in zip(self.families, values, refs):
+        """``conservation/<kind>/<family>/{max,mean,rms}_rel_drift`` (matrix laws: also ``fro_drift``),
+        ``conservation/step`` and ``conservation/nonfinite`` (how many law values are NaN/Inf: a
+        diverged run is flagged, its drifts are NaN). One host sync: call sparingly."""
+        values = self.values.detach().cpu()
+        out: dict[str, float] = {"conservation/step": float(self.step),
+                                 "conservation/nonfinite": float((~values.isfinite()).sum())}
+        for fam, v, r in zip(self.families, values.split(self.sizes), self.reference.detach().cpu().split(self.sizes)):
             rel = (v - r).abs() / r.abs().clamp_min(1e-12)
             key = f"conservation/{fam.kind}/{fam.name}"
             out[f"{key}/max_rel_drift"] = float(rel.max()) if rel.numel() else 0.0
@@ -118,16 +120,29 @@ class LawMetrics(nn.Module):
                 out[f"{key}/fro_drift"] = float((v - r).norm())
         return out
 
+    def law_values(self) -> dict[str, dict[str, Tensor]]:
+        """Per family: ``value`` (latest recorded, the family's shape), ``drift`` (value − h₀) and
+        ``rel_drift`` (``|drift| / |h₀|``), on the device (no sync)."""
+        out = {}
+        for fam, v, r in zip(self.families, self.values.split(self.sizes), self.reference.split(self.sizes)):
+            v, r = v.view(fam.shape), r.view(fam.shape)
+            out[fam.name] = {"value": v, "drift": v - r, "rel_drift": (v - r).abs() / r.abs().clamp_min(1e-12)}
+        return out
 
-class JSONLSink:
-    """Appends one JSON object per flush to ``path`` (flushed to disk each time)."""
+    def state(self) -> dict:
+        """What a resumed run needs to continue the drift series: h₀ and the counters."""
+        return {"families": [f.name for f in self.families], "reference": self.reference.detach().cpu().clone(),
+                "calls": self.calls, "step": self.step}
 
-    def __init__(self, path):
-        self.path = path
+    def load_state(self, state: Mapping) -> None:
+        """Continue from :meth:`state` of an earlier run of the same annotation (same family names)."""
+        if list(state["families"]) != [f.name for f in self.families]:
+            from fxlaws.errors import StaleAnnotationError
 
-    def __call__(self, metrics: dict[str, float]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics, sort_keys=True) + "\n")
+            raise StaleAnnotationError("the saved law state was recorded for other law families; annotate the "
+                                       "same model the state was saved from")
+        self.reference.copy_(state["reference"])
+        self.calls, self.step = int(state["calls"]), int(state["step"])
 
 
 def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
