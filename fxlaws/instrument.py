@@ -31,6 +31,9 @@ class Instrumented(nn.Module):
         self.history = History()
         self._flushed_at = 0
         self.law_metrics.on_record = self._after_record
+        # DistributedDataParallel would broadcast these buffers from rank 0 before every forward;
+        # every rank computes the same values from its (identical) parameters, so skip them.
+        self._ddp_params_and_buffers_to_ignore = [f"module.{METRICS}.{n}" for n, _ in self.law_metrics.named_buffers()]
 
     @property
     def law_metrics(self) -> LawMetrics:

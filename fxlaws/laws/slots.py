@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from .sharded import gathered, sharded_position_sq
+
 __all__ = ["Piece", "Slot", "SquareSums"]
 
 
@@ -170,15 +172,21 @@ class SquareSums(Mapping):
     """
 
     def __init__(self, params: Mapping[str, Tensor], needs: Mapping[str, set[int]], scratch: Tensor | None = None):
-        self._params = params
-        self._sq = {name: _position_sq(params[name], axes, scratch) for name, axes in needs.items()}
+        self._params, self._full = params, {}
+        # FSDP2 (DTensor) parameters: shard-local partial sums and one all-reduce (see sharded.py)
+        self._sq = sharded_position_sq(params, needs, lambda local, axes: _position_sq(local, axes, scratch))
+        for name, axes in needs.items():
+            if name not in self._sq:
+                self._sq[name] = _position_sq(params[name], axes, scratch)
 
     def position_sq(self, name: str, axis: int) -> Tensor:
         cached = self._sq.get(name, {})
-        return cached[axis] if axis in cached else _position_sq(self._params[name], (axis,))[axis]
+        return cached[axis] if axis in cached else _position_sq(self[name], (axis,))[axis]
 
     def __getitem__(self, name: str) -> Tensor:
-        return self._params[name]
+        if name not in self._full:
+            self._full[name] = gathered(self._params[name])
+        return self._full[name]
 
     def __iter__(self):
         return iter(self._params)
