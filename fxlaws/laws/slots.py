@@ -10,6 +10,7 @@ All reductions are vectorised: one ``pow(2).sum`` per parameter tensor, then sli
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 from collections.abc import Mapping
 
 import torch
@@ -87,7 +88,7 @@ class Slot:
                 continue
             if out is None:
                 out = vals.new_zeros(self.channels)
-            out = out.index_add(0, torch.arange(piece.start, piece.stop, device=vals.device), vals)
+            out = out.index_add(0, _arange(piece.start, piece.stop, vals.device), vals)
         return out
 
     def channel_matrix(self, params: Mapping[str, Tensor]) -> Tensor:
@@ -125,6 +126,11 @@ class Slot:
         return " + ".join(texts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _arange(start: int, stop: int, device: torch.device) -> Tensor:
+    return torch.arange(start, stop, device=device)
+
+
 def _position_sq(p: Tensor, axes, scratch: Tensor | None = None) -> dict[int, Tensor]:
     """``{axis: Σ_{other dims} p²}`` for each axis in ``axes``.
 
@@ -157,7 +163,7 @@ def _position_sq(p: Tensor, axes, scratch: Tensor | None = None) -> dict[int, Te
             n = p.shape[a]
             v = sq.reshape(-1, n * (sq[0].numel() // max(1, sq.shape[1:a].numel() * n))).sum(0)
             parts[a].append(v.reshape(n, -1).sum(1))
-    return {a: torch.cat(vs) if a == 0 else sum(vs[1:], vs[0]) for a, vs in parts.items()}
+    return {a: vs[0] if len(vs) == 1 else torch.cat(vs) if a == 0 else sum(vs[1:], vs[0]) for a, vs in parts.items()}
 
 
 class SquareSums(Mapping):
@@ -175,9 +181,14 @@ class SquareSums(Mapping):
         self._params, self._full = params, {}
         # FSDP2 (DTensor) parameters: shard-local partial sums and one all-reduce (see sharded.py)
         self._sq = sharded_position_sq(params, needs, lambda local, axes: _position_sq(local, axes, scratch))
-        for name, axes in needs.items():
+        rest = [n for n in needs if n not in self._sq]
+        vectors = [n for n in rest if params[n].dim() <= 1]
+        if vectors and not torch.is_grad_enabled():  # biases, norm affines: one multi-tensor kernel
+            for name, sq in zip(vectors, torch._foreach_mul([params[n] for n in vectors], [params[n] for n in vectors])):
+                self._sq[name] = {a: sq for a in needs[name]}
+        for name in rest:
             if name not in self._sq:
-                self._sq[name] = _position_sq(params[name], axes, scratch)
+                self._sq[name] = _position_sq(params[name], needs[name], scratch)
 
     def position_sq(self, name: str, axis: int) -> Tensor:
         cached = self._sq.get(name, {})

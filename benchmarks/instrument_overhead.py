@@ -1,0 +1,90 @@
+"""Cost of the instrument pass on the built-in ResNet-18 (batch 64, 3x32x32), measured side by side.
+
+(a) metric computation (every law family's value, into the on-device buffer) / one
+    ``torch._foreach_norm`` over all trainable parameters — target <= 1.5;
+(b) instrumented training step (forward + backward + SGD step, ``every=1``) / plain training step —
+    target <= 1.01.
+The two sides of each ratio run interleaved in one process and the medians are compared.
+
+    python benchmarks/instrument_overhead.py [--steps 30] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import fxlaws
+from fxlaws.models import resnet18
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    dev = args.device
+    torch.manual_seed(0)
+    model = resnet18().to(dev)
+    ann = fxlaws.annotate(model, model.example_inputs(), loss="cross_entropy")
+    inst = fxlaws.instrument(model, ann, every=1)
+    metrics = inst.law_metrics
+    params = [p for p in model.parameters() if p.requires_grad]
+    named = dict(model.named_parameters())
+    tensors = [named[n] for n in metrics.names]
+    x = torch.randn(args.batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (args.batch,), device=dev)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step(forward):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(forward(x), y).backward()
+        opt.step()
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, device {dev}"
+          f"{' (' + torch.cuda.get_device_name() + ')' if dev == 'cuda' else ''}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; ResNet-18 {sum(p.numel() for p in params):,} params, "
+          f"{len(ann.laws)} law families, {metrics.values.numel()} law values, batch {args.batch}")
+    with torch.no_grad():
+        for _ in range(5):  # warm-up: allocator, kernels
+            torch._foreach_norm(params)
+            metrics.record(tensors)
+        norm_t, metric_t = [], []
+        for _ in range(max(50, args.steps)):
+            norm_t.append(_timed(lambda: torch._foreach_norm(params), dev))
+            metric_t.append(_timed(lambda: metrics.record(tensors), dev))
+    for _ in range(3):
+        step(model)
+        step(inst)
+    plain_t, inst_t = [], []
+    for _ in range(args.steps):
+        plain_t.append(_timed(lambda: step(model), dev))
+        inst_t.append(_timed(lambda: step(inst), dev))
+    norm, metric = statistics.median(norm_t), statistics.median(metric_t)
+    plain, instrumented = statistics.median(plain_t), statistics.median(inst_t)
+    print(f"foreach_norm {norm * 1e3:.3f} ms   metrics {metric * 1e3:.3f} ms")
+    print(f"plain step {plain * 1e3:.1f} ms   instrumented step {instrumented * 1e3:.1f} ms   (medians of {args.steps})")
+    print(f"metric_vs_foreach_norm={metric / norm:.2f} step_ratio={instrumented / plain:.3f}")
+
+
+if __name__ == "__main__":
+    main()
