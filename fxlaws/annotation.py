@@ -10,6 +10,7 @@ import networkx as nx
 import torch.fx as fx
 from torch import Tensor, nn
 
+from .capture import unwrap
 from .errors import StaleAnnotationError
 from .laws.family import LawFamily, evaluate_all
 
@@ -104,7 +105,7 @@ class Annotation:
         Raises:
             StaleAnnotationError: a parameter the laws read is missing or changed shape.
         """
-        params = dict(model.named_parameters()) if isinstance(model, nn.Module) else dict(model)
+        params = dict(unwrap(model)[0].named_parameters()) if isinstance(model, nn.Module) else dict(model)
         for fam in self.laws:
             for name in fam.params:
                 if name not in params:

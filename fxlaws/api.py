@@ -15,7 +15,7 @@ from fxlaws.passes.partition import PartitionPass
 
 from . import meta as M
 from .annotation import Annotation
-from .capture import capture
+from .capture import capture, unwrap
 
 __all__ = ["annotate"]
 
@@ -58,6 +58,7 @@ def annotate(
         >>> ann.counts()["rescale"]
         1920
     """
+    model, wrappers = unwrap(model)
     if example_inputs is None and hasattr(model, "example_inputs"):
         example_inputs = model.example_inputs()
     cap = capture(model, example_inputs, frontend=frontend, leaf_modules=leaf_modules)
@@ -75,6 +76,13 @@ def annotate(
     attach._mark_nodes(gm, partition)  # again: attention families read parameters too
 
     notes = []
+    if loss == "cross_entropy" and not any(f.theory == "T1" for f in families):
+        notes.append("loss='cross_entropy' but no T1 law: T1 needs forward to return one logits tensor made by a "
+                     "Linear layer through translation-preserving ops (for a dict, tuple or dataclass output, "
+                     "annotate a wrapper that returns the logits).")
+    if wrappers:
+        notes.append(f"Annotated the module inside {' > '.join(wrappers)}; law parameter names are relative to it "
+                     "(evaluate, soundness and instrument accept the wrapper or the module).")
     if train and any(isinstance(m, _BATCH_NORMS) and not m.training for m in model.modules()):
         notes.append("BatchNorm modules are in eval mode; laws are for training mode (batch statistics). "
                      "Pass train=False for laws of eval-mode (fixed affine) BatchNorm.")
@@ -123,6 +131,9 @@ def _no_law(model, gm, families, reasons, cap, canonical) -> dict[str, str]:
         own = [canonical.get(f"{path}.{n}" if path else n, f"{path}.{n}" if path else n)
                for n, p in module.named_parameters(recurse=False) if p.requires_grad]
         if not own or any(p in read for p in own):
+            continue
+        if any(p.is_complex() for p in module.parameters(recurse=False)):
+            out[path] = "complex parameters: fxlaws derives laws for real parameters only"
             continue
         inside = next((o for o in cap.opaque if path == o or path.startswith(o + ".")), None)
         if inside is not None:

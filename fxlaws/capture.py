@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import ExampleInputsError, UntraceableModelError
 
-__all__ = ["Capture", "capture", "normalise_inputs", "run_graph"]
+__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "unwrap"]
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,31 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
     return gm, flat
 
 
+def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module inside ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrappers
+    (their parameter names carry an ``_orig_mod.`` / ``module.`` prefix the laws should not), and
+    the wrappers' class names, outermost first."""
+    wrappers = []
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch._dynamo OptimizedModule
+        if inner is None and isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model, wrappers
+        wrappers.append(type(model).__name__)
+        model = inner
+
+
+def _hooked_modules(model: nn.Module) -> list[str]:
+    """Paths of modules with forward (pre-)hooks ("" is the root; "*" stands for global hooks)."""
+    from torch.nn.modules import module as torch_module
+
+    paths = [name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        paths.append("*")
+    return paths
+
+
 def _meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     to_meta = lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v  # noqa: E731
     return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
@@ -301,6 +326,7 @@ def capture(
     if frontend not in ("auto", "fx", "export"):
         raise ValueError(f"frontend={frontend!r} is not available; use 'auto', 'fx' or 'export'.")
     args, kwargs = normalise_inputs(example_inputs)
+    hooked = _hooked_modules(model)
     if any(p.device.type == "meta" for p in model.parameters()):
         args, kwargs = _meta_inputs(args, kwargs)
     gm, opaque, used, inputs = None, {}, "fx", None
@@ -310,6 +336,8 @@ def capture(
         try:
             if any(isinstance(m, _EXPORT_FIRST) for m in model.modules()):
                 raise UntraceableModelError("contains torch.nn Transformer modules (fx leaves)")
+            if hooked:  # torch.export runs Module.__call__, hooks included; fx calls forward only
+                raise UntraceableModelError(f"forward hooks on {hooked[:3]} (fx does not trace hooks)")
             gm, opaque = _trace_fx(model, (), {}, retries=1)
         except UntraceableModelError as fx_error:
             try:
@@ -328,7 +356,14 @@ def capture(
             ) from exc
         used = "export"
     if gm is None:
-        gm, opaque = _trace_fx(model, leaf_modules, {})
+        if "" in hooked or "*" in hooked:
+            raise UntraceableModelError(
+                f"{type(model).__name__} has {'global' if '*' in hooked else 'root-module'} forward hooks, which "
+                "torch.fx does not trace (laws could be false) and torch.export could not export it. Remove "
+                "the hooks while annotating (the laws stay valid if the hooks only log), or make the model exportable.")
+        gm, opaque = _trace_fx(model, list(leaf_modules) + [p for p in hooked if p not in leaf_modules], {})
+        for path in hooked:  # a hook may change what the module computes: nothing crosses it
+            opaque[path] = "forward hook (fx does not trace hooks; torch.export failed)"
     if inputs is None:
         inputs = _placeholder_values(model, gm, args, kwargs)
     run_graph(model, _ShapeInterpreter(gm), inputs)
@@ -338,7 +373,9 @@ def capture(
     for name, p in model.named_parameters(remove_duplicate=False):
         key = canonical.setdefault(id(p), name)
         aliases.setdefault(key, []).append(name)
-    trainable = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
+    # complex parameters are not coordinates: their symmetries (e.g. U(1) phases, M Mᴴ laws) are not
+    # the real ones fxlaws derives, so they are held fixed like frozen ones (no law touches them)
+    trainable = frozenset(n for n, p in model.named_parameters() if p.requires_grad and not p.is_complex())
     return Capture(
         graph_module=gm,
         frontend=used,

@@ -97,7 +97,7 @@ def _cmd_demo(args) -> int:
     path = Path("report.html")
     report.to_html(path)
     print(f"wrote {path.resolve()}: open it in a browser (summary, model picture, every law as math)")
-    _progress("20 plain SGD steps on ResNet-18 (generated data, lr 1e-3): how far each law moves")
+    _progress("20 plain SGD steps on ResNet-18 (generated data, lr 1e-3), instrumented: how far each law moves")
     _print_drift(_sgd_drift(model, ann, steps=20, lr=1e-3))
     gpt = models_registry.get_model("gpt-tiny")
     _progress("annotating the built-in GPT-style decoder (2 layers, 2 heads, tied LM head)")
@@ -113,28 +113,30 @@ def _cmd_demo(args) -> int:
 
 
 def _sgd_drift(model, ann, *, steps: int, lr: float, seed: int = 0) -> dict[str, tuple[bool, float]]:
-    """Train a copy of ``model`` with plain SGD on generated data; per family (exact?, max relative
-    drift |h_k − h_0| / |h_0|). Exact laws drift only at second order in lr (THEORY §3)."""
+    """Train a copy of ``model`` with plain SGD on generated data through ``fxlaws.instrument`` (the
+    forward records every law); per family (exact?, max relative drift |h_k − h_0| / |h_0|) after the
+    last step. Exact laws drift only at second order in lr (THEORY §3)."""
     import copy
 
     import torch.nn.functional as F
 
+    from .instrument import instrument
+
     net = copy.deepcopy(model).train()
+    inst = instrument(net, ann, every=1)
     gen = torch.Generator().manual_seed(seed)
     (x,) = model.example_inputs()
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    with torch.no_grad():
-        h0 = {k: v.detach().clone() for k, v in ann.evaluate(net).items()}
-    for _ in range(steps):
+    for _ in range(steps + 1):  # forward k records the parameters after step k - 1
         data = torch.randn(x.shape, generator=gen)
         labels = torch.randint(0, 10, (x.shape[0],), generator=gen)
         opt.zero_grad()
-        F.cross_entropy(net(data), labels).backward()
-        opt.step()
-    with torch.no_grad():
-        h1 = ann.evaluate(net)
-    exact = {f.name: f.exact for f in ann.laws}
-    return {k: (exact[k], float(((h1[k] - h0[k]).abs() / h0[k].abs().clamp_min(1e-12)).max())) for k in h0}
+        loss = F.cross_entropy(inst(data), labels)
+        if inst.law_metrics.calls <= steps:
+            loss.backward()
+            opt.step()
+    metrics = inst.flush()
+    return {f.name: (f.exact, metrics[f"conservation/{f.kind}/{f.name}/max_rel_drift"]) for f in ann.laws}
 
 
 def _print_drift(drift: dict[str, tuple[bool, float]]) -> None:

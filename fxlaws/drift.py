@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .annotation import Annotation
+from .capture import unwrap
 
 __all__ = ["DriftTracker", "StepDrift"]
 
@@ -56,7 +57,7 @@ class DriftTracker:
     def __init__(self, model: nn.Module, ann: Annotation, optimizer: torch.optim.Optimizer, *,
                  history: bool = True):
         self.model, self.ann, self.history = model, ann, history
-        self.params = dict(model.named_parameters())
+        self.params = dict(unwrap(model)[0].named_parameters())
         self.steps: list[StepDrift] = []
         self.last: Optional[StepDrift] = None
         self._before: Optional[dict[str, Tensor]] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Iterable, Optional
 
 import torch.fx as fx
@@ -10,6 +11,7 @@ from torch import nn
 from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics
 
 from .annotation import Annotation
+from .capture import unwrap
 from .sinks import History, JSONLSink, TensorBoardSink
 
 __all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "History"]
@@ -23,9 +25,10 @@ class Instrumented(nn.Module):
         law_metrics: its :class:`LawMetrics` submodule.
     """
 
-    def __init__(self, gm: fx.GraphModule, sinks: Iterable[Callable], flush_every: int):
+    def __init__(self, gm: fx.GraphModule, sinks: Iterable[Callable], flush_every: int, model: nn.Module):
         super().__init__()
         self.module = gm
+        self._model = weakref.ref(model)
         self.sinks = list(sinks)
         self.flush_every = flush_every
         self.history = History()
@@ -66,12 +69,27 @@ class Instrumented(nn.Module):
 
     def flush(self) -> dict[str, float]:
         """Read the latest values (one host sync), hand them to every sink, keep them in history."""
+        self._check_model()
         values = self.metrics()
         self._flushed_at = self.law_metrics.calls
         self.history.append(values)
         for sink in self.sinks:
             sink(values)
         return values
+
+    def _check_model(self) -> None:
+        """The user's model must still hold the parameters this graph trains and reads."""
+        model = self._model() if hasattr(self, "_model") else None
+        if model is None:
+            return
+        mine, theirs = dict(self.module.named_parameters()), dict(model.named_parameters())
+        stale = [n for n in self.law_metrics.names if n in mine and theirs.get(n) is not mine[n]]
+        if stale:
+            from .errors import StaleAnnotationError
+
+            raise StaleAnnotationError(
+                f"{type(model).__name__}.{stale[0]} was replaced after fxlaws.instrument (the instrumented forward "
+                "still runs the old parameter); re-run fxlaws.annotate and fxlaws.instrument on the changed model")
 
     def remove(self) -> fx.GraphModule:
         """The original graph (no metric nodes, no metric submodule), sharing the same parameters."""
@@ -142,6 +160,13 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
         raise ValueError(f"mode={mode!r}: use 'graph' or 'hook'")
     if mode == "hook" and optimizer is None:
         raise ValueError("mode='hook' records after optimizer steps: pass optimizer=...")
+    inner, wrappers = unwrap(model)
+    if wrappers and mode == "graph":
+        raise TypeError(
+            f"instrument the model before wrapping it in {wrappers[0]}: e.g. DDP(fxlaws.instrument(model, ann)) or "
+            "torch.compile(fxlaws.instrument(model, ann)); the wrapper would keep running the uninstrumented "
+            "forward (or use mode='hook', which reads the parameters after optimizer steps)")
+    model = inner
     if ann is None:
         from .api import annotate
 
@@ -149,6 +174,6 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
     if mode == "hook":
         return HookInstrumented(model, ann, optimizer, every, sinks, flush_every)
     gm = InstrumentPass(ann, every)(model)
-    inst = Instrumented(gm, sinks, flush_every)
+    inst = Instrumented(gm, sinks, flush_every, model)
     inst.train(model.training)
     return inst

@@ -170,6 +170,7 @@ class InstrumentPass:
     def __call__(self, model: nn.Module) -> fx.GraphModule:
         graph = fx.Graph()
         graph.output(graph.graph_copy(self.ann.graph.graph, {}))  # graph_copy leaves the output out
+        self.ann.evaluate(model)  # StaleAnnotationError if a parameter the laws read is gone or reshaped
         gm = fx.GraphModule(_root(model, self.ann.graph), graph, type(model).__name__ + "Instrumented")
         params = dict(model.named_parameters())
         foreign = [n for n, p in gm.named_parameters() if params.get(n) is not p]

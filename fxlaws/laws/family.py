@@ -7,6 +7,7 @@ evaluator. Families are built by ``fxlaws.passes.attach``; nothing here knows ab
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -19,6 +20,13 @@ from .slots import Slot, SquareSums
 __all__ = ["LawFamily", "evaluate_all", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
 
 KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
+
+
+@functools.lru_cache(maxsize=4096)
+def index_tensor(values: tuple[int, ...], device: torch.device) -> Tensor:
+    """An int64 index tensor on ``device``, made once: a host-to-device copy inside a training
+    forward would synchronise the device (the instrument pass must not)."""
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class BlockGramTerms:
             m = slot.channel_matrix(params)
             m = m.reshape(len(groups), m.shape[0] // len(groups), m.shape[1])
             g = m @ m.transpose(1, 2)
-            index = torch.tensor(groups, device=g.device)
+            index = index_tensor(groups, g.device)
             g = g.new_zeros(self.blocks, *g.shape[1:]).index_add(0, index, g)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
@@ -99,13 +107,13 @@ class PairTerms:
         return [(slot.param, slot.axis) for slot, _, _ in self.terms]
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
-        first = torch.tensor([a for a, _ in self.pairs])
-        second = torch.tensor([b for _, b in self.pairs])
         out = None
         for slot, coef, groups in self.terms:
             v = slot.channel_sq(params).view(len(groups), self.dh)
+            first = index_tensor(tuple(a for a, _ in self.pairs), v.device)
+            second = index_tensor(tuple(b for _, b in self.pairs), v.device)
             per_head = v[:, first] + v[:, second]
-            g = per_head.new_zeros(self.blocks, len(self.pairs)).index_add(0, torch.tensor(groups), per_head)
+            g = per_head.new_zeros(self.blocks, len(self.pairs)).index_add(0, index_tensor(groups, v.device), per_head)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out

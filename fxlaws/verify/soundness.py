@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..annotation import Annotation
-from ..capture import normalise_inputs
+from ..capture import normalise_inputs, unwrap
+from ..errors import ExampleInputsError
 
 __all__ = ["soundness", "SoundnessResult", "SoundnessRow"]
 
@@ -110,7 +111,11 @@ def soundness(
     """
     if not ann.laws:
         return SoundnessResult([], tol)
+    model = unwrap(model)[0]
     if example_inputs is None:
+        if not hasattr(model, "example_inputs"):
+            raise ExampleInputsError(f"{type(model).__name__} has no example_inputs(): pass "
+                                     "fxlaws.soundness(model, ann, example_inputs=...) (what annotate was given)")
         example_inputs = model.example_inputs()
     with torch.enable_grad():
         return _soundness(model, ann, example_inputs, trials, samples, tol, seed)
