@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch.fx as fx
 from torch import nn
 
-from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics
+from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics, law_metrics_for
 
 from .annotation import Annotation
 from .capture import unwrap
@@ -18,16 +18,25 @@ __all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "Tenso
 
 
 class Instrumented(nn.Module):
-    """Wraps the rewritten GraphModule; ``forward`` returns exactly what the model returns.
+    """Runs the instrumented forward; ``forward`` returns exactly what the model returns.
+
+    Models captured by torch.fx are rewritten (``module`` is the GraphModule, calling its
+    ``fxlaws_metrics`` submodule before the output). Models captured by torch.export are not: an
+    aten graph is specialised to the train/eval mode it was exported in, so ``module`` is the
+    user's model itself and the metrics run right after it, reading the same parameters.
 
     Attributes:
-        module: the instrumented GraphModule (shares the user's parameters).
-        law_metrics: its :class:`LawMetrics` submodule.
+        module: the module run by ``forward`` (shares the user's parameters; its ``state_dict()``
+            keys are the model's).
+        law_metrics: the :class:`LawMetrics` module.
     """
 
-    def __init__(self, gm: fx.GraphModule, sinks: Iterable[Callable], flush_every: int, model: nn.Module):
+    def __init__(self, module: nn.Module, sinks: Iterable[Callable], flush_every: int, model: nn.Module,
+                 after: Optional[LawMetrics] = None):
         super().__init__()
-        self.module = gm
+        self.module = module
+        if after is not None:
+            setattr(self, METRICS, after)
         self._model = weakref.ref(model)
         self.sinks = list(sinks)
         self.flush_every = flush_every
@@ -36,14 +45,19 @@ class Instrumented(nn.Module):
         self.law_metrics.on_record = self._after_record
         # DistributedDataParallel would broadcast these buffers from rank 0 before every forward;
         # every rank computes the same values from its (identical) parameters, so skip them.
-        self._ddp_params_and_buffers_to_ignore = [f"module.{METRICS}.{n}" for n, _ in self.law_metrics.named_buffers()]
+        prefix = METRICS if after is not None else f"module.{METRICS}"
+        self._ddp_params_and_buffers_to_ignore = [f"{prefix}.{n}" for n, _ in self.law_metrics.named_buffers()]
 
     @property
     def law_metrics(self) -> LawMetrics:
-        return getattr(self.module, METRICS)
+        return self._modules[METRICS] if METRICS in self._modules else getattr(self.module, METRICS)
 
     def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        out = self.module(*args, **kwargs)
+        if METRICS in self._modules:  # not rewritten: record right after the model's own forward
+            metrics = self._modules[METRICS]
+            metrics(*[self.module.get_parameter(n) for n in metrics.names])
+        return out
 
     def _after_record(self, m: LawMetrics) -> None:
         # called by LawMetrics.record, eagerly even inside a compiled forward (see fxlaws::record)
@@ -91,9 +105,12 @@ class Instrumented(nn.Module):
                 f"{type(model).__name__}.{stale[0]} was replaced after fxlaws.instrument (the instrumented forward "
                 "still runs the old parameter); re-run fxlaws.annotate and fxlaws.instrument on the changed model")
 
-    def remove(self) -> fx.GraphModule:
-        """The original graph (no metric nodes, no metric submodule), sharing the same parameters."""
+    def remove(self) -> nn.Module:
+        """The original graph (no metric nodes, no metric submodule), sharing the same parameters
+        (the model itself when it was not rewritten)."""
         gm = self.module
+        if not isinstance(gm, fx.GraphModule) or not hasattr(gm, METRICS):
+            return gm
         graph = fx.Graph()
         graph.output(graph.graph_copy(gm.graph, {}))
         clean = fx.GraphModule(gm, graph, gm.__class__.__name__.replace("Instrumented", ""))
@@ -173,7 +190,9 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
         ann = annotate(model, example_inputs)
     if mode == "hook":
         return HookInstrumented(model, ann, optimizer, every, sinks, flush_every)
-    gm = InstrumentPass(ann, every)(model)
-    inst = Instrumented(gm, sinks, flush_every, model)
+    if ann.frontend == "fx":
+        inst = Instrumented(InstrumentPass(ann, every)(model), sinks, flush_every, model)
+    else:
+        inst = Instrumented(model, sinks, flush_every, model, after=law_metrics_for(ann, model, every))
     inst.train(model.training)
     return inst

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from fxlaws.laws.family import evaluate_all
 
-__all__ = ["LawMetrics", "InstrumentPass"]
+__all__ = ["LawMetrics", "InstrumentPass", "law_metrics_for"]
 
 METRICS = "fxlaws_metrics"
 SCRATCH = 1 << 22  # elements of the squares' scratch buffer (larger tensors are squared in row blocks)
@@ -145,6 +145,20 @@ class LawMetrics(nn.Module):
         self.calls, self.step = int(state["calls"]), int(state["step"])
 
 
+def law_metrics_for(ann, model: nn.Module, every: int = 1) -> LawMetrics:
+    """A :class:`LawMetrics` for ``ann``'s families reading ``model``'s parameters; h₀ = their values now.
+
+    Raises:
+        StaleAnnotationError: a parameter the laws read is missing from ``model`` or reshaped.
+    """
+    if every < 1:
+        raise ValueError("every must be >= 1")
+    with torch.no_grad():
+        ann.evaluate(model)  # StaleAnnotationError if a parameter the laws read is gone or reshaped
+    names = sorted({p for fam in ann.laws for p in fam.params})
+    return LawMetrics(ann.laws, names, dict(model.named_parameters()), every)
+
+
 def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
     """The module the rewritten graph reads its submodules and parameters from: the user's model
     when every target resolves on it (fx front end), else the captured GraphModule (export adds
@@ -170,7 +184,7 @@ class InstrumentPass:
     def __call__(self, model: nn.Module) -> fx.GraphModule:
         graph = fx.Graph()
         graph.output(graph.graph_copy(self.ann.graph.graph, {}))  # graph_copy leaves the output out
-        self.ann.evaluate(model)  # StaleAnnotationError if a parameter the laws read is gone or reshaped
+        metrics = law_metrics_for(self.ann, model, self.every)
         gm = fx.GraphModule(_root(model, self.ann.graph), graph, type(model).__name__ + "Instrumented")
         params = dict(model.named_parameters())
         foreign = [n for n, p in gm.named_parameters() if params.get(n) is not p]
@@ -181,13 +195,8 @@ class InstrumentPass:
                 f"the annotation's graph holds parameters {foreign[:3]} that are not this model's (it was "
                 f"made on another {type(model).__name__} instance, or the parameters were re-registered); "
                 "run fxlaws.annotate on this model")
-        names = sorted({p for fam in self.ann.laws for p in fam.params})
-        missing = [n for n in names if n not in params]
-        if missing:
-            from fxlaws.errors import StaleAnnotationError
-
-            raise StaleAnnotationError(f"parameters {missing[:3]} are not in the model; re-run fxlaws.annotate")
-        gm.add_submodule(METRICS, LawMetrics(self.ann.laws, names, params, self.every))
+        names = metrics.names
+        gm.add_submodule(METRICS, metrics)
         output = next(n for n in gm.graph.nodes if n.op == "output")
         with gm.graph.inserting_before(output):
             reads = [gm.graph.get_attr(n) for n in names]

@@ -135,3 +135,26 @@ def test_an_annotation_instruments_another_instance_of_the_same_model():
     assert torch.equal(inst(x), other(x)) and not torch.equal(other(x), model(x))
     expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(other).values()])
     torch.testing.assert_close(inst.law_metrics.values, expected.detach())
+
+
+def test_models_captured_by_export_are_instrumented_without_a_mode_specialised_graph():
+    from fxlaws.models import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS["encoder-tiny"]()  # nn.TransformerEncoder: captured by torch.export
+    x = model.example_inputs()
+    ann = fxlaws.annotate(model, x)
+    assert ann.frontend == "export"
+    inst = instrument(model, ann)
+    assert list(inst.module.state_dict()) == list(model.state_dict())
+    for train in (True, False):  # an exported aten graph would run its export-time mode in both
+        model.train(train)
+        inst.train(train)
+        with torch.no_grad():
+            assert torch.equal(inst(*x), model(*x))
+    model.train()
+    inst.train()
+    inst(*x)
+    expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(model).values()])
+    torch.testing.assert_close(inst.law_metrics.values, expected.detach())
+    assert inst.law_metrics.step == 1 and inst.remove() is model
