@@ -11,6 +11,7 @@ from .api import annotate
 from .errors import (
     ExampleInputsError,
     FxlawsError,
+    MetaDeviceError,
     StaleAnnotationError,
     UnsupportedOpError,
     UntraceableModelError,
@@ -32,6 +33,7 @@ __all__ = [
     "UntraceableModelError",
     "UnsupportedOpError",
     "StaleAnnotationError",
+    "MetaDeviceError",
 ]
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .capture import unwrap
-from .errors import StaleAnnotationError
+from .errors import StaleAnnotationError, require_values
 from .laws.family import LawFamily, evaluate_all
 
 __all__ = ["Annotation"]
@@ -104,8 +104,10 @@ class Annotation:
 
         Raises:
             StaleAnnotationError: a parameter the laws read is missing or changed shape.
+            MetaDeviceError: a parameter the laws read is on the meta device (no values).
         """
         params = dict(unwrap(model)[0].named_parameters()) if isinstance(model, nn.Module) else dict(model)
+        require_values(((n, params[n]) for fam in self.laws for n in fam.params if n in params), "Annotation.evaluate")
         for fam in self.laws:
             for name in fam.params:
                 if name not in params:

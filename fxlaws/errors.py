@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 __all__ = [
     "FxlawsError",
     "UntraceableModelError",
     "ExampleInputsError",
     "UnsupportedOpError",
     "StaleAnnotationError",
+    "MetaDeviceError",
 ]
 
 
@@ -29,3 +32,28 @@ class UnsupportedOpError(FxlawsError):
 
 class StaleAnnotationError(FxlawsError):
     """An Annotation is used with a model whose parameters no longer match it."""
+
+
+class MetaDeviceError(FxlawsError):
+    """Values were needed from tensors on the ``meta`` device (shapes only, no storage).
+
+    ``fxlaws.annotate`` works on meta models; evaluating laws and numeric verification do not.
+    """
+
+
+def require_values(named_tensors: Iterable, what: str) -> None:
+    """Raise :class:`MetaDeviceError` if any ``(name, tensor)`` lives on the meta device.
+
+    Args:
+        named_tensors: e.g. ``model.named_parameters()`` or a dict's ``.items()``.
+        what: the call that needs values (named in the message).
+    """
+    meta = [name for name, t in named_tensors if getattr(t, "is_meta", False)]
+    if meta:
+        more = f" (and {len(meta) - 1} more)" if len(meta) > 1 else ""
+        raise MetaDeviceError(
+            f"{what} needs parameter values, but {meta[0]}{more} is on the meta device (a shape without "
+            "storage). Materialise the model first, e.g. model.to_empty(device='cpu') and initialise it "
+            "(model.apply(init_fn) or model.load_state_dict(weights)), then call it again; "
+            "fxlaws.annotate itself works on the meta model."
+        )

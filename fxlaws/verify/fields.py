@@ -9,6 +9,7 @@ gradient is a linear combination of these) or ``⟨r, φ(θ)⟩`` for a reparame
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import types
 import warnings
@@ -20,6 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vmap
 
 from ..capture import normalise_inputs
+from ..errors import require_values
 
 __all__ = ["FlatModule", "field_values"]
 
@@ -58,6 +60,8 @@ class FlatModule:
     def __init__(self, module: nn.Module, example_inputs: Any, *, train: bool = True,
                  n_inputs: Optional[int] = None, generator: Optional[torch.Generator] = None,
                  min_norm_eps: float = 0.0):
+        require_values(itertools.chain(module.named_parameters(), module.named_buffers()),
+                       "fxlaws.verify (completeness / discover)")
         self.net = copy.deepcopy(module).double()
         for m in self.net.modules():
             if isinstance(getattr(m, "eps", None), float) and m.eps < min_norm_eps:

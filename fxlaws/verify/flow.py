@@ -10,6 +10,7 @@ random labels, on one fixed random batch.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch.func import functional_call
 
 from ..annotation import Annotation
 from ..capture import normalise_inputs
+from ..errors import require_values
 from .soundness import _flat_outputs, _random_like
 
 __all__ = ["flow_check", "FlowRow", "FlowResult"]
@@ -64,6 +66,7 @@ def flow_check(model: nn.Module, ann: Annotation, example_inputs: Any = None, *,
         networks the drift is small compared with ``baseline`` and shrinks with ``dt``, but is not
         at round-off level.
     """
+    require_values(itertools.chain(model.named_parameters(), model.named_buffers()), "fxlaws.verify.flow_check")
     if example_inputs is None:
         example_inputs = model.example_inputs()
     gen = torch.Generator().manual_seed(seed)

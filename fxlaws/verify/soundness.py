@@ -8,6 +8,7 @@ of the model (the user's model is never touched).
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ..annotation import Annotation
 from ..capture import normalise_inputs, unwrap
-from ..errors import ExampleInputsError
+from ..errors import ExampleInputsError, require_values
 
 __all__ = ["soundness", "SoundnessResult", "SoundnessRow"]
 
@@ -112,6 +113,7 @@ def soundness(
     if not ann.laws:
         return SoundnessResult([], tol)
     model = unwrap(model)[0]
+    require_values(itertools.chain(model.named_parameters(), model.named_buffers()), "fxlaws.soundness")
     if example_inputs is None:
         if not hasattr(model, "example_inputs"):
             raise ExampleInputsError(f"{type(model).__name__} has no example_inputs(): pass "
