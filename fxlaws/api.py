@@ -39,7 +39,11 @@ def annotate(
         model: any ``nn.Module``; it is not mutated (train/eval flags, buffers and grad mode are
             restored). Only parameters with ``requires_grad`` are coordinates.
         example_inputs: inputs of one forward call: a tensor, a tuple, a dict of keyword inputs, or
-            ``(args, kwargs)``. Reference models provide ``model.example_inputs()``.
+            ``(args, kwargs)``. Reference models provide ``model.example_inputs()``. A model built on
+            the meta device (``with torch.device("meta"): model = ...``) is annotated without
+            parameter memory: give real CPU inputs (replaced by meta tensors of the same shapes and
+            dtypes) or meta inputs; values are only needed by ``evaluate``/verification
+            (:class:`MetaDeviceError` says how to materialise).
         loss: None/"any" (laws for every loss), or "cross_entropy" (adds THEORY T1 on the logits).
         train: analyse training-mode behaviour (BatchNorm uses batch statistics, THEORY N1/N2).
         frontend: capture front end ("auto" or "fx").

@@ -33,6 +33,7 @@ __all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "unwrap"]
 log = logging.getLogger(__name__)
 
 _MAX_OPAQUE_RETRIES = 64
+_MAX_STAND_IN_NUMEL = 1 << 24  # activations a data-dependent op may read on CPU for a meta model
 _EXPORT_FIRST = (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
                  nn.TransformerDecoderLayer)
 
@@ -192,6 +193,9 @@ class _ShapeInterpreter(fx.Interpreter):
         try:
             result = super().run_node(n)
         except Exception as exc:
+            result = self._on_stand_ins(n)
+            if result is not None:
+                return self._record(n, result)
             where = n.meta.get("nn_module_stack")
             path = next(reversed(where.values()))[0] if where else (n.target if n.op == "call_module" else "")
             raise ExampleInputsError(
@@ -199,11 +203,36 @@ class _ShapeInterpreter(fx.Interpreter):
                 f"{', in module ' + repr(path) if path else ''}) raised {type(exc).__name__}: {exc}. "
                 "Pass the inputs of one real forward call (shapes and dtypes as in training)."
             ) from exc
+        return self._record(n, result)
+
+    @staticmethod
+    def _record(n: fx.Node, result: Any) -> Any:
         if isinstance(result, torch.Tensor):
             n.meta["tensor_meta"] = _extract_tensor_metadata(result)
         elif isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result):
             n.meta["tensor_meta"] = tuple(_extract_tensor_metadata(r) for r in result)
         return result
+
+    def _on_stand_ins(self, n: fx.Node) -> Any:
+        """A data-dependent function or method (``torch.where(mask)``, ``nonzero``: output shape set by
+        values) on meta tensors, run on CPU zeros of the same shapes, its outputs moved back to meta.
+        The shapes are those of one possible input (e.g. every token routed to the first expert);
+        laws depend on parameter shapes, not on how many rows reach a layer. None if not applicable."""
+        from torch.utils import _pytree as pytree
+
+        if n.op not in ("call_function", "call_method"):
+            return None
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        metas = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_meta]
+        if not metas or sum(t.numel() for t in metas) > _MAX_STAND_IN_NUMEL:
+            return None
+        real = pytree.tree_map_only(torch.Tensor, lambda t: torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t,
+                                    (args, kwargs))
+        try:
+            out = getattr(self, n.op)(n.target, *real)
+        except Exception:
+            return None
+        return pytree.tree_map_only(torch.Tensor, lambda t: t.to("meta"), out)
 
 
 def _placeholder_values(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs: dict) -> list:
@@ -329,6 +358,13 @@ def capture(
     hooked = _hooked_modules(model)
     if any(p.device.type == "meta" for p in model.parameters()):
         args, kwargs = _meta_inputs(args, kwargs)
+    elif any(isinstance(t, torch.Tensor) and t.is_meta for t in (*args, *kwargs.values())) and any(
+            True for _ in model.parameters()):
+        raise ExampleInputsError(
+            f"example_inputs are on the meta device but {type(model).__name__}'s parameters are not: pass "
+            "real tensors of the same shapes, or build the model on the meta device too "
+            "(with torch.device('meta'): model = ...)."
+        )
     gm, opaque, used, inputs = None, {}, "fx", None
     if frontend == "auto" and not leaf_modules:
         # Layered: whole-model fx → torch.export (aten graph) → fx with untraceable submodules opaque.

@@ -147,6 +147,9 @@ class AttentionPass:
         passthrough.update({r.out: r.x for r in self.ropes.values()})  # indices cross a rotary block unchanged
         reads |= {r.rot for r in self.ropes.values()} | {r.x for r in self.ropes.values()}
         chain_nodes = set().union(*(ch for c in cores for _, ch in c.chains.values()))
+        # x·cos and rot(x)·sin only feed the rotary output, which passes x through: their values are
+        # never read (and cannot be computed from index tensors on a meta-device model's tables).
+        chain_nodes -= {a for r in self.ropes.values() for a in r.out.args}
         interp = _IndexInterpreter(gm, producers, set(outs), passthrough, reads | chain_nodes)
         try:
             run_graph(model, interp, inputs)
@@ -522,6 +525,8 @@ class _IndexInterpreter(fx.Interpreter):
             try:
                 value = super().run_node(n)
             except Exception:
+                if not n.users and n not in self.reads:
+                    return None  # e.g. export's _assert_tensor_metadata (device: meta) on a stand-in
                 if tm is None or not hasattr(tm, "shape") or n in self.reads:
                     raise  # a chain node must carry indices faithfully: no law rather than a guess
                 value = torch.zeros(tm.shape, dtype=tm.dtype)  # off the chains: any value will do
