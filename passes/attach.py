@@ -177,7 +177,7 @@ class AttachLawsPass:
             ).lstrip("+ ")
             self._family(
                 name=f"gl:{src_names}>{sink_names}", kind="gl", theory="G1", slots=[s for s, _ in terms],
-                modules=modules, expr=S.gram_expr(terms, shapes), shape=(C, C), count=count, exact=True,
+                modules=modules, expr=S.deferred(S.gram_expr, terms, shapes), shape=(C, C), count=count, exact=True,
                 assumptions={"any-loss"}, formula=f"{text}  for j, k < {C}", evaluator=GramTerms(tuple(terms)),
             )
             return
@@ -199,7 +199,7 @@ class AttachLawsPass:
         ).lstrip("+ ")
         self._family(
             name=f"rescale:{src_names}>{sink_names}", kind="rescale", theory=theory, slots=[s for s, _ in terms],
-            modules=modules, expr=S.diag_expr(terms, shapes), shape=(C,), count=C, exact=True,
+            modules=modules, expr=S.deferred(S.diag_expr, terms, shapes), shape=(C,), count=C, exact=True,
             assumptions={"any-loss"}, formula=f"{text}  for j < {C}", evaluator=DiagonalTerms(tuple(terms)),
         )
 
@@ -220,7 +220,7 @@ class AttachLawsPass:
             where = f"for j < {C}" if group == 1 else f"summed over each group of {group} channels ({C // group} groups)"
             self._family(
                 name=f"scale:{src_names}>{label}", kind="scale", theory="N2", slots=list(sources),
-                modules=modules, expr=S.diag_expr(terms, shapes, group), shape=(C // group,) if C // group > 1 else (),
+                modules=modules, expr=S.deferred(S.diag_expr, terms, shapes, group), shape=(C // group,) if C // group > 1 else (),
                 count=C // group, exact=False, assumptions={"any-loss"} | mode,
                 formula=f"{inner}  {where}  (eps-broken: exact only as {label}.eps → 0)",
                 evaluator=_Squeezed(DiagonalTerms(terms, group)) if C // group == 1 else DiagonalTerms(terms, group),
@@ -282,7 +282,7 @@ class AttachLawsPass:
                     f"  for each group g of {group} channels" if groups > 1 else "")
             self._family(
                 name=f"translation:{kind_label}:{role}", kind="translation", theory=theory, slots=[slot],
-                modules=modules, expr=S.sum_expr(slot, shapes, group), shape=shape, count=groups * rest_n,
+                modules=modules, expr=S.deferred(S.sum_expr, slot, shapes, group), shape=shape, count=groups * rest_n,
                 exact=True, assumptions=assumptions, formula=text, evaluator=SumTerms(slot, group),
             )
 
@@ -321,7 +321,7 @@ class AttachLawsPass:
             slot = block(b, 1)
             self._family(
                 name=f"translation:{op.module}:key-bias", kind="translation", theory="A3", slots=[slot],
-                modules=[op.module], expr=S.sum_expr(slot, shapes, 1), shape=(E,), count=E, exact=True,
+                modules=[op.module], expr=S.deferred(S.sum_expr, slot, shapes, 1), shape=(E,), count=E, exact=True,
                 assumptions={"any-loss"}, formula=f"{b}[{E}+j]  (key bias) for j < {E}",
                 evaluator=SumTerms(slot, 1),
             )
@@ -348,7 +348,7 @@ class AttachLawsPass:
         text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c, _ in terms)
         self._family(
             name=f"{kind}:{label}", kind=kind, theory=theory, slots=[s for s, _, _ in terms], modules=modules,
-            expr=S.gram_expr(plain, shapes), shape=(blocks, dh, dh), count=count, exact=True,
+            expr=S.deferred(S.gram_expr, plain, shapes), shape=(blocks, dh, dh), count=count, exact=True,
             assumptions={"any-loss"},
             formula=f"{math}: {text.lstrip('+ ')}  for j, k in one head, {blocks} group(s) of {dh}",
             evaluator=BlockGramTerms(tuple(terms), blocks),

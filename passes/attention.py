@@ -16,6 +16,7 @@ data movement sits between the projection and the scores (RoPE or q/k-norm ⇒ n
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass, field
 from typing import Optional
@@ -98,6 +99,19 @@ def _is_matmul(node: fx.Node) -> bool:
         node.op == "call_method" and node.target == "matmul")
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run small index-tensor bookkeeping on one intra-op thread. Threads cannot speed it up, and
+    where the cores are busy every parallel op waits for a scheduler slice (LLaMA-7B on meta, two
+    busy cores: ~25 s instead of ~3 s). The caller's thread count is restored."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @dataclass(frozen=True)
 class _Rope:
     out: fx.Node  # x·cos + rot(x)·sin
@@ -151,14 +165,17 @@ class AttentionPass:
         # never read (and cannot be computed from index tensors on a meta-device model's tables).
         chain_nodes -= {a for r in self.ropes.values() for a in r.out.args}
         interp = _IndexInterpreter(gm, producers, set(outs), passthrough, reads | chain_nodes)
+        on_meta = any(p.is_meta for p in model.parameters())  # then the run computes index tensors only
         try:
-            run_graph(model, interp, inputs)
+            with _one_thread() if on_meta else contextlib.nullcontext():
+                run_graph(model, interp, inputs)
         except Exception as exc:  # fall back to no attention law rather than guess
             for c in cores:
                 self.attach._note([M.get_op(c.node).module], f"attention layout could not be read ({exc})")
             return
-        for core in cores:
-            self._laws(core, outs[core.node], interp.values)
+        with _one_thread():
+            for core in cores:
+                self._laws(core, outs[core.node], interp.values)
 
     # --- finding cores ---------------------------------------------------------------------------
     def _core(self, node: fx.Node) -> Optional[_Core]:
@@ -404,7 +421,7 @@ class AttentionPass:
             slot = k_slots[1]
             at._family(
                 name=f"translation:{km}:key-bias", kind="translation", theory="A3", slots=[slot],
-                modules=[km, module], expr=S.sum_expr(slot, at.facts.shapes, 1), shape=(slot.channels,),
+                modules=[km, module], expr=S.deferred(S.sum_expr, slot, at.facts.shapes, 1), shape=(slot.channels,),
                 count=slot.channels, exact=True, assumptions={"any-loss"},
                 formula=f"{slot.describe()}  (key bias under softmax over keys)", evaluator=SumTerms(slot, 1),
             )
@@ -441,7 +458,7 @@ class AttentionPass:
         text = " ".join(f"{'+' if c > 0 else '−'} ‖{s.describe()}‖²" for s, c, _ in terms).lstrip("+ ")
         at._family(
             name=f"attention-qk:{label}:rope", kind="attention-qk", theory="A5", slots=[s for s, _, _ in terms],
-            modules=modules, expr=S.diag_expr(plain, at.facts.shapes), shape=(G, len(pairs)), count=G * len(pairs),
+            modules=modules, expr=S.deferred(S.diag_expr, plain, at.facts.shapes), shape=(G, len(pairs)), count=G * len(pairs),
             exact=True, assumptions={"any-loss"},
             formula=f"Σ_{{h∈G(g)}} ‖Q̄_h^(f)‖² − ‖K̄_g^(f)‖² per rotary pair f {list(pairs)[:3]}…: {text} "
                     f"summed over each pair",
@@ -500,7 +517,12 @@ class _IndexInterpreter(fx.Interpreter):
     index values yield zeros of their recorded shape. ``values`` holds the tensors at ``reads``."""
 
     def __init__(self, gm, producers, cores, passthrough, reads):
-        super().__init__(gm, garbage_collect_values=False)  # pass-through reads values after their last use
+        super().__init__(gm)
+        # Values are freed after their last use (memory stays O(width), not O(depth x width)), except
+        # those a pass-through hands on later.
+        keep = set(passthrough.values())
+        for uses in getattr(self, "user_to_last_uses", {}).values():
+            uses[:] = [u for u in uses if u not in keep]
         self.producers, self.cores, self.passthrough, self.reads = producers, cores, passthrough, reads
         self.values: dict = {}
 

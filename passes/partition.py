@@ -302,7 +302,7 @@ class PartitionPass:
         producer like a norm's affine (THEORY N3)."""
         if "mul" not in op.detail or len(node.args) != 2:
             return
-        params = dict(self.gm.named_parameters())
+        params = self._params()
         for gamma, value in (node.args, node.args[::-1]):
             if (isinstance(gamma, fx.Node) and gamma.op == "get_attr" and str(gamma.target) in params
                     and params[str(gamma.target)].dim() == 1 and isinstance(value, fx.Node)
@@ -312,6 +312,12 @@ class PartitionPass:
                 self.flows[node] = _Flow(len(shape) - 1, len(shape), ((len(self.spaces) - 1, Piece(0, shape[-1])),),
                                          gl=False)
                 return
+
+    def _params(self) -> dict:
+        """The graph's parameters by name, built once per graph (one lookup per mul stays O(1))."""
+        if getattr(self, "_params_of", None) is not self.gm:
+            self._params_of, self._params_by_name = self.gm, dict(self.gm.named_parameters())
+        return self._params_by_name
 
     def _transfer(self, node: fx.Node, op: CanonicalOp, ins) -> Any:
         kind = op.kind

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .slots import Slot, SquareSums
+from .symbolic import Deferred
 
 __all__ = ["LawFamily", "evaluate_all", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
 
@@ -134,6 +135,25 @@ class SumTerms:
         return p[0] if p.shape[0] == 1 else p
 
 
+class _Template:
+    """Data descriptor of ``LawFamily.expr``: a :class:`~fxlaws.laws.symbolic.Deferred` given at
+    construction is built on first read and kept (the family stays immutable to its users)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.name)  # no class-level default: the dataclass field stays required
+        value = obj.__dict__[self.name]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.name] = value()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = value
+
+
 @dataclass(frozen=True, eq=False)
 class LawFamily:
     """A family of conservation laws sharing one formula, evaluated vectorised.
@@ -144,7 +164,8 @@ class LawFamily:
         theory: THEORY.md row id (R1, R2, R3, G1, N1, N2, N3, T1, T2).
         params: canonical qualified names of the parameters it reads.
         modules: module paths it touches (for reports).
-        expr: sympy template (index symbols ``j``/``k``; parameter symbols named in ``symbols``).
+        expr: sympy template (index symbols ``j``/``k``; parameter symbols named in ``symbols``),
+            built on first read (annotate passes a ``Deferred``: no sympy work for laws nobody prints).
         symbols: sympy symbol name -> parameter name (symbols are valid identifiers).
         shape: shape of ``evaluate``'s result.
         count: number of independent scalar laws in the family (generic parameters).
@@ -158,7 +179,7 @@ class LawFamily:
     theory: str
     params: tuple[str, ...]
     modules: tuple[str, ...]
-    expr: sympy.Basic
+    expr: sympy.Basic = _Template()  # type: ignore[assignment]  # may be given Deferred; built on first read
     symbols: Mapping[str, str]
     shape: tuple[int, ...]
     count: int
