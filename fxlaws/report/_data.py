@@ -149,7 +149,12 @@ def _modules(ann, types: dict[str, str], covered: dict[str, int]) -> list[dict[s
     owned: dict[str, list[str]] = {}
     for name in ann.param_shapes:
         owned.setdefault(module_of(name), []).append(name)
-    order: list[str] = []
+    under: dict[str, list[str]] = {}  # module path -> owners at or below it (linear in depth, 10k layers)
+    for owner in owned:
+        parts = owner.split(".") if owner else []
+        for i in range(1, len(parts) + 1):
+            under.setdefault(".".join(parts[:i]), []).append(owner)
+    order: dict[str, None] = {}
     for node in ann.graph.graph.nodes:
         if node.op == "call_module":
             path = str(node.target)
@@ -157,10 +162,9 @@ def _modules(ann, types: dict[str, str], covered: dict[str, int]) -> list[dict[s
             path = module_of(str(node.target))
         else:
             continue
-        for owner in owned:
-            if owner not in order and (owner == path or (path and owner.startswith(path + "."))):
-                order.append(owner)
-    order += [o for o in owned if o not in order]  # not reached by forward on the example inputs
+        for owner in under.get(path, []) if path else [o for o in owned if o == ""]:
+            order.setdefault(owner)
+    order.update((o, None) for o in owned if o not in order)  # not reached by forward on the example inputs
     fams: dict[str, list[str]] = {}
     for fam in ann.laws:
         for param in fam.params:
