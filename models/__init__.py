@@ -8,7 +8,7 @@ from torch import nn
 from .cnn import VGG, LeNet, lenet, vgg, vgg_bn
 from .encoder import MHAClassifier, TransformerEncoderClassifier, encoder_tiny, mha_tiny
 from .gpt import GPT, GPTConfig, gpt_tiny
-from .llama import Llama, LlamaConfig, RMSNorm, llama_tiny
+from .llama import Llama, LlamaConfig, RMSNorm, llama_7b, llama_tiny
 from .mlp import MLP, gelu_mlp, leaky_relu_mlp, linear_mlp, mlp, relu_mlp
 from .moe import MoEConfig, MoETransformer, moe_tiny
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
@@ -75,6 +75,7 @@ __all__ = [
     "LlamaConfig",
     "RMSNorm",
     "llama_tiny",
+    "llama_7b",
     "TransformerEncoderClassifier",
     "encoder_tiny",
     "MHAClassifier",

@@ -192,3 +192,15 @@ def llama_tiny(**kwargs) -> Llama:
     """Tiny LLaMA: vocab 64, width 32, 2 layers, 4 query / 2 kv heads, SwiGLU hidden 64; inputs (2, 8) token ids."""
     cfg = dict(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=16)
     return Llama(LlamaConfig(**{**cfg, **kwargs}))
+
+
+def llama_7b(**kwargs) -> Llama:
+    """LLaMA-7B shapes: width 4096, 32 layers, 32 heads, SwiGLU hidden 11008, vocab 32000 (6.7 B
+    parameters, 27 GB in float32). Build it on the meta device to annotate it without its memory:
+
+        >>> with torch.device("meta"):
+        ...     model = llama_7b()
+        >>> ann = fxlaws.annotate(model, model.example_inputs())  # doctest: +SKIP
+    """
+    cfg = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=None, vocab_size=32000, hidden_dim=11008)
+    return Llama(LlamaConfig(**{**cfg, **kwargs}))
