@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .annotation import Annotation
 from .capture import unwrap
+from .errors import require_values
 
 __all__ = ["DriftTracker", "StepDrift"]
 
@@ -58,6 +59,7 @@ class DriftTracker:
                  history: bool = True):
         self.model, self.ann, self.history = model, ann, history
         self.params = dict(unwrap(model)[0].named_parameters())
+        require_values(self.params.items(), "fxlaws.drift.DriftTracker")
         self.steps: list[StepDrift] = []
         self.last: Optional[StepDrift] = None
         self._before: Optional[dict[str, Tensor]] = None

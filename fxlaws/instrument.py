@@ -12,6 +12,7 @@ from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics, law_me
 
 from .annotation import Annotation
 from .capture import unwrap
+from .errors import require_values
 from .sinks import History, JSONLSink, TensorBoardSink
 
 __all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "History"]
@@ -184,6 +185,7 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
             "torch.compile(fxlaws.instrument(model, ann)); the wrapper would keep running the uninstrumented "
             "forward (or use mode='hook', which reads the parameters after optimizer steps)")
     model = inner
+    require_values(model.named_parameters(), "fxlaws.instrument")
     if ann is None:
         from .api import annotate
 

@@ -229,3 +229,17 @@ def test_fx_front_end_keeps_hooked_modules_opaque_and_refuses_root_hooks():
     assert ann.laws == [] and "forward hook" in ann.opaque["0"]
     with pytest.raises(fxlaws.UntraceableModelError, match="root-module forward hooks"):
         fxlaws.annotate(_hooked("root"), X, frontend="fx")
+
+
+def test_instrument_and_drift_tracking_of_a_meta_model_say_to_materialise_it():
+    from fxlaws.drift import DriftTracker
+
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4))
+    ann = fxlaws.annotate(model, torch.randn(5, 3))
+    assert ann.counts() == fxlaws.annotate(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4)),
+                                           torch.randn(5, 3)).counts()
+    with pytest.raises(fxlaws.MetaDeviceError, match="to_empty"):
+        instrument(model, ann)
+    with pytest.raises(fxlaws.MetaDeviceError, match="to_empty"):
+        DriftTracker(model, ann, torch.optim.SGD(model.parameters(), lr=0.1))
