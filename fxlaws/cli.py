@@ -279,6 +279,15 @@ def _cmd_study(args) -> int:
               + ", ".join(f"{k} {v:.2f}" for k, v in res.first_order_share.items()))
     plot(results, args.output)
     print(f"wrote {args.output}")
+    print()  # the table README shows, as printed here
+    lrs = results[0].lrs
+    optimizers = list(dict.fromkeys(k for res in results for k in res.first_order_share))
+    print("| model | " + " | ".join(f"τ = {lr:g}" for lr in lrs) + " | log-log slope | "
+          + " | ".join(f"first-order share, {k}" for k in optimizers) + " |")
+    print("|---" * (len(lrs) + 2 + len(optimizers)) + "|")
+    for res in results:
+        print(f"| {res.model} | " + " | ".join(f"{res.final(lr):.2e}" for lr in res.lrs) + f" | {res.slope:.2f} | "
+              + " | ".join(f"{res.first_order_share.get(k, float('nan')):.2f}" for k in optimizers) + " |")
     return 0
 
 
