@@ -227,10 +227,8 @@ class AttachLawsPass:
             )
         if not norm.shift:
             return
-        for sp in c.spaces:  # N1: translations constant over the averaged axes
-            if sp.producer == "norm":
-                continue
-            candidates = [(sp.bias, "bias")]
+        for sp in c.spaces:  # N1: translations constant over the averaged axes (a norm producer's
+            candidates = [(sp.bias, "bias")]  # shift β is one: LN -> LN, BN -> BN)
             if norm.weight_shift and sp.producer == "linear":
                 candidates.append((sp.weight, "weight"))
             self._sums(sp, candidates, group, theory="N1", kind_label=f"{sp.module or sp.node}>{label}",

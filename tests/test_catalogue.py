@@ -525,6 +525,37 @@ def test_n1_batchnorm_bias_gradient_is_zero_by_hand():
     assert g.abs().max() < 1e-13
 
 
+NORM_INTO_NORM = {
+    # LN(4) -> LN(4) -> Linear(4, 2). THEORY N1 ("every direction whose effect on P's output is
+    # constant over the averaged axes"): adding c to every β0_j shifts ln1's input by c on all
+    # features, which ln1 removes: Σ_j β0_j, 1 law. N3 on ln1 -> fc: 4. N2 on ln0's affine: 1 approx.
+    "layernorm": (lambda: seq(ln0=nn.LayerNorm(4), ln1=nn.LayerNorm(4), fc=nn.Linear(4, 2)), lambda: vec(d=4),
+                  {"translation": 1, "rescale": 4, "scale (approx.)": 1}, lambda b: b.sum()),
+    # BN2d(2) -> BN2d(2) -> conv (train mode): bn1 centres each channel over (N, H, W), so each β0_j
+    # is a law itself: 2. N3 on bn1 -> c: 2. N2: 2 approx.
+    "batchnorm": (lambda: seq(bn0=nn.BatchNorm2d(2), bn1=nn.BatchNorm2d(2), c=nn.Conv2d(2, 2, 3)),
+                  lambda: img(c=2), {"translation": 2, "rescale": 2, "scale (approx.)": 2}, lambda b: b),
+}
+
+
+@pytest.mark.parametrize("case", list(NORM_INTO_NORM))
+def test_n1_norm_affine_into_norm(case):
+    # Found by the fuzzer's completeness sample (tests/test_fuzz.py): the shift β of a norm affine
+    # feeding another centring norm was not given its N1 law ("missing 1" for LN -> LN).
+    build, inputs, counts, hand = NORM_INTO_NORM[case]
+    model, x = build(), inputs()
+    ann = annotate(model, x)
+    assert ann.counts() == counts
+    n1, first = fam_by_theory(ann, "N1"), next(iter(model._modules))
+    assert n1.params == (f"{first}.bias",) and n1.exact
+    torch.testing.assert_close(n1.evaluate(params_of(model)).reshape(-1), hand(model[0].bias).reshape(-1),
+                               rtol=1e-12, atol=1e-12)
+    model.train()
+    (g,) = torch.autograd.grad(mse_loss(model, x), [model[0].bias])  # by hand: the law's gradient
+    assert hand(g).abs().max() < 1e-13                                    # direction gets nothing
+    assert_sound(model, ann, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # T1 / T2: softmax translations
 # ---------------------------------------------------------------------------------------------
