@@ -84,6 +84,11 @@ def annotate(
         notes.append("loss='cross_entropy' but no T1 law: T1 needs forward to return one logits tensor made by a "
                      "Linear layer through translation-preserving ops (for a dict, tuple or dataclass output, "
                      "annotate a wrapper that returns the logits).")
+    grad_hooks = [n or type(model).__name__ for n, m in model.named_modules() if m._backward_hooks or m._backward_pre_hooks]
+    grad_hooks += [n for n, p in model.named_parameters() if getattr(p, "_backward_hooks", None)]
+    if grad_hooks:
+        notes.append(f"Gradient hooks on {', '.join(grad_hooks[:3])}{' …' if len(grad_hooks) > 3 else ''}: the laws hold "
+                     "for training on ∇L; a hook that changes gradients (clipping, scaling) changes the dynamics.")
     if wrappers:
         notes.append(f"Annotated the module inside {' > '.join(wrappers)}; law parameter names are relative to it "
                      "(evaluate, soundness and instrument accept the wrapper or the module).")

@@ -243,3 +243,13 @@ def test_instrument_and_drift_tracking_of_a_meta_model_say_to_materialise_it():
         instrument(model, ann)
     with pytest.raises(fxlaws.MetaDeviceError, match="to_empty"):
         DriftTracker(model, ann, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_gradient_hooks_are_reported_in_the_notes():
+    model = _mlp()
+    model[0].weight.register_hook(lambda g: g.clamp(-1, 1))
+    model[2].register_full_backward_hook(lambda mod, gin, gout: None)
+    ann = fxlaws.annotate(model, X)
+    note = next(n for n in ann.notes if n.startswith("Gradient hooks"))
+    assert "0.weight" in note and "2" in note
+    assert not any(n.startswith("Gradient hooks") for n in fxlaws.annotate(_mlp(), X).notes)
