@@ -255,6 +255,30 @@ def test_summed_consumers_expose_missing_translation_laws():
     assert fixed.verdict == "complete" and fixed.attached == 11, str(fixed)
 
 
+class FunctionalLayerNorm(nn.Module):
+    """nanoGPT's LayerNorm: its own parameters, ``F.layer_norm`` in forward (not an nn.LayerNorm)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(1 + 0.1 * torch.randn(d))
+        self.bias = nn.Parameter(0.1 * torch.randn(d))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def test_completeness_functional_norm_runs_elementary_ops():
+    # Found by the fuzzer (tests/test_fuzz.py): nn.LayerNorm(4) -> F.layer_norm(4) -> Linear(4, 2)
+    # came out "unsound" (depth-3 brackets through the fused kernel leaked into the exact N3 law,
+    # see fields.py); the verification copy now runs functional norms with elementary ops too.
+    # Hand count: N3 on the functional norm -> fc: 4; N1 Σ_j ln.bias[j] (ln's shift into the
+    # second centring norm): 1; N2 on ln's affine is eps-broken, not counted: 5.
+    torch.manual_seed(0)
+    model = seq(ln=nn.LayerNorm(4), fln=FunctionalLayerNorm(4), fc=nn.Linear(4, 2))
+    res = completeness(model, (vec(d=4),))
+    assert res.unsound == [] and res.expected == 5 and res.verdict == "complete", str(res)
+
+
 def test_completeness_rejects_phi_fields_without_phi():
     with pytest.raises(ValueError):
         completeness(linear_stack([3, 4, 2], bias=True, act=nn.ReLU), (vec(),), fields="phi")

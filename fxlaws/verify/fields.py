@@ -8,6 +8,7 @@ gradient is a linear combination of these) or ``⟨r, φ(θ)⟩`` for a reparame
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -16,6 +17,7 @@ import warnings
 from typing import Any, Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vmap
@@ -63,6 +65,7 @@ class FlatModule:
         require_values(itertools.chain(module.named_parameters(), module.named_buffers()),
                        "fxlaws.verify (completeness / discover)")
         self.net = copy.deepcopy(module).double()
+        self.min_norm_eps = min_norm_eps
         for m in self.net.modules():
             if isinstance(getattr(m, "eps", None), float) and m.eps < min_norm_eps:
                 m.eps = min_norm_eps
@@ -136,8 +139,9 @@ class FlatModule:
         params = dict(self.unflat(theta))
         params.update(self.frozen)
         args, kwargs = inputs
-        # the fused attention kernels have no forward-mode AD (and no vmap rule): use the math one
-        with sdpa_kernel(SDPBackend.MATH):
+        # the fused attention kernels have no forward-mode AD (and no vmap rule): use the math one;
+        # functional norms called by user code (F.layer_norm, ...) get the elementary versions too
+        with sdpa_kernel(SDPBackend.MATH), _elementary_functional_norms(self.min_norm_eps):
             return functional_call(self.net, params, args, kwargs)
 
     # --- fields ------------------------------------------------------------------------------
@@ -274,6 +278,69 @@ def _decompose_norms(net: nn.Module) -> None:
             if isinstance(m, cls):
                 m.forward = types.MethodType(fn, m)
                 break
+
+
+def _affine(y: Tensor, weight, bias, channel_axis: int, ndim: int = 1) -> Tensor:
+    shape = [1] * y.dim()
+    if channel_axis < 0:
+        shape[channel_axis:] = [-1] if ndim == 1 else list(weight.shape if weight is not None else bias.shape)
+    else:
+        shape[channel_axis] = -1
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+@contextlib.contextmanager
+def _elementary_functional_norms(min_eps: float):
+    """``F.layer_norm`` / ``group_norm`` / ``rms_norm`` / ``batch_norm`` / ``instance_norm`` written with
+    elementary ops while the verification copy runs (user code calls them directly, e.g. nanoGPT's
+    LayerNorm; their fused kernels have the third-order forward-AD error above). eps is raised to
+    ``min_eps`` as for norm modules."""
+
+    def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        k = len(normalized_shape) if isinstance(normalized_shape, (tuple, list, torch.Size)) else 1
+        y = _standardise(x, tuple(range(x.dim() - k, x.dim())), max(eps, min_eps))
+        return _affine(y, weight, bias, -k, k)
+
+    def rms_norm(x, normalized_shape, weight=None, eps=None):
+        k = len(normalized_shape) if isinstance(normalized_shape, (tuple, list, torch.Size)) else 1
+        eps = max(eps if eps is not None else torch.finfo(x.dtype).eps, min_eps)
+        y = x * torch.rsqrt((x * x).mean(tuple(range(x.dim() - k, x.dim())), keepdim=True) + eps)
+        return _affine(y, weight, None, -k, k)
+
+    def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+        y = _standardise(x.reshape(x.shape[0], num_groups, -1), (2,), max(eps, min_eps)).reshape(x.shape)
+        return _affine(y, weight, bias, 1)
+
+    def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+        eps = max(eps, min_eps)
+        if training or running_mean is None:
+            y = _standardise(x, tuple(d for d in range(x.dim()) if d != 1), eps)
+        else:
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            y = (x - running_mean.reshape(shape)) / torch.sqrt(running_var.reshape(shape) + eps)
+        return _affine(y, weight, bias, 1)
+
+    def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                      momentum=0.1, eps=1e-5):
+        if not use_input_stats:
+            return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+        return _affine(_standardise(x, tuple(range(2, x.dim())), max(eps, min_eps)), weight, bias, 1)
+
+    table = {"layer_norm": layer_norm, "rms_norm": rms_norm, "group_norm": group_norm,
+             "batch_norm": batch_norm, "instance_norm": instance_norm}
+    saved = {name: getattr(F, name) for name in table if hasattr(F, name)}
+    try:
+        for name in saved:
+            setattr(F, name, table[name])
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(F, name, fn)
 
 
 def _flat(out: Any) -> list[Tensor]:
