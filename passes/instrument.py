@@ -107,17 +107,19 @@ class LawMetrics(nn.Module):
         """``conservation/<kind>/<family>/{max,mean,rms}_rel_drift`` (matrix laws: also ``fro_drift``),
         ``conservation/step`` and ``conservation/nonfinite`` (how many law values are NaN/Inf: a
         diverged run is flagged, its drifts are NaN). One host sync: call sparingly."""
-        values = self.values.detach().cpu()
-        out: dict[str, float] = {"conservation/step": float(self.step),
-                                 "conservation/nonfinite": float((~values.isfinite()).sum())}
-        for fam, v, r in zip(self.families, values.split(self.sizes), self.reference.detach().cpu().split(self.sizes)):
-            rel = (v - r).abs() / r.abs().clamp_min(1e-12)
+        with torch.no_grad():  # summaries on the device, then one small transfer
+            v, r = self.values, self.reference
+            drift = v - r
+            rel = drift.abs() / r.abs().clamp_min(1e-12)
+            rows = [torch.stack([x.max(), x.mean(), x.pow(2).mean().sqrt(), d.norm()]) if x.numel() else v.new_zeros(4)
+                    for x, d in zip(rel.split(self.sizes), drift.split(self.sizes))]
+            flat = torch.cat(rows + [(~v.isfinite()).sum().to(v.dtype).reshape(1)]).cpu().tolist()
+        out: dict[str, float] = {"conservation/step": float(self.step), "conservation/nonfinite": flat[-1]}
+        for i, fam in enumerate(self.families):
             key = f"conservation/{fam.kind}/{fam.name}"
-            out[f"{key}/max_rel_drift"] = float(rel.max()) if rel.numel() else 0.0
-            out[f"{key}/mean_rel_drift"] = float(rel.mean()) if rel.numel() else 0.0
-            out[f"{key}/rms_rel_drift"] = float(rel.pow(2).mean().sqrt()) if rel.numel() else 0.0
+            out[f"{key}/max_rel_drift"], out[f"{key}/mean_rel_drift"], out[f"{key}/rms_rel_drift"] = flat[4 * i:4 * i + 3]
             if len(fam.shape) >= 2:
-                out[f"{key}/fro_drift"] = float((v - r).norm())
+                out[f"{key}/fro_drift"] = flat[4 * i + 3]
         return out
 
     def law_values(self) -> dict[str, dict[str, Tensor]]:
