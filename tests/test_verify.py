@@ -279,6 +279,17 @@ def test_completeness_functional_norm_runs_elementary_ops():
     assert res.unsound == [] and res.expected == 5 and res.verdict == "complete", str(res)
 
 
+def test_completeness_raises_rmsnorm_default_eps():
+    # Found by the fuzzer: nn.RMSNorm(eps=None) means eps = finfo.eps, which the verification copy
+    # did not raise to norm_eps, so the eps-broken N2 laws were exact to round-off and stacked norms
+    # showed "missing 3". Linear(3, 4) -> RMSNorm -> RMSNorm -> Linear(4, 2), by hand: N3 on
+    # rms1 -> fc (γ_j² − out_j): 4; the two N2 scale laws are eps-broken: not counted. 4.
+    torch.manual_seed(0)
+    model = seq(fc0=nn.Linear(3, 4), rms0=nn.RMSNorm(4), rms1=nn.RMSNorm(4), fc=nn.Linear(4, 2))
+    res = completeness(model, (vec(),))
+    assert (res.verdict, res.expected, res.approximate) == ("complete", 4, 0), str(res)
+
+
 def test_completeness_rejects_phi_fields_without_phi():
     with pytest.raises(ValueError):
         completeness(linear_stack([3, 4, 2], bias=True, act=nn.ReLU), (vec(),), fields="phi")

@@ -69,6 +69,8 @@ class FlatModule:
         for m in self.net.modules():
             if isinstance(getattr(m, "eps", None), float) and m.eps < min_norm_eps:
                 m.eps = min_norm_eps
+            elif hasattr(nn, "RMSNorm") and isinstance(m, nn.RMSNorm) and m.eps is None and min_norm_eps > 0:
+                m.eps = min_norm_eps  # None means finfo(dtype).eps: raised like every other eps
         for m in self.net.modules():
             if isinstance(m, nn.modules.dropout._DropoutNd):
                 m.p = 0.0
