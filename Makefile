@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Random architectures (tests/test_fuzz.py): FXLAWS_FUZZ_EXAMPLES models through annotate + soundness,
+# an eighth of them through completeness; `make test` runs a fixed sample of 400 + 40.
+FXLAWS_FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	FXLAWS_FUZZ_EXAMPLES=$(FXLAWS_FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/annotate_speed.py
