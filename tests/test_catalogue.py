@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxlaws
-from helpers import img, seq, vec
+from helpers import img, seq, vec, worst_rel_inner
 from fxlaws.laws.symbolic import substitute
 
 DT = torch.float64
@@ -78,29 +78,6 @@ def mse_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -
     if y is None:
         y = torch.randn(out.shape, dtype=DT)
     return F.mse_loss(out, y)
-
-
-def worst_rel_inner(model: nn.Module, loss: torch.Tensor, law: Callable[[dict], torch.Tensor]) -> float:
-    """max_i |<∇h_i, ∇L>| / (‖∇h_i‖ ‖∇L‖), every gradient taken here with torch.autograd.
-
-    ``law`` is written by hand in the test (it does not use the library).
-    """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    names = list(params)
-    gl = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-    gl = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, gl)]
-    gl_norm = torch.sqrt(sum(g.pow(2).sum() for g in gl))
-    assert gl_norm > 1e-8, "degenerate loss gradient"
-    h = law(params).reshape(-1)
-    worst = 0.0
-    for i in range(h.numel()):
-        gh = torch.autograd.grad(h[i], [params[n] for n in names], retain_graph=True, allow_unused=True)
-        gh = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, gh)]
-        gh_norm = torch.sqrt(sum(g.pow(2).sum() for g in gh))
-        assert gh_norm > 0
-        dot = sum((a * b).sum() for a, b in zip(gh, gl))
-        worst = max(worst, float(dot.abs() / (gh_norm * gl_norm)))
-    return worst
 
 
 # ---------------------------------------------------------------------------------------------
