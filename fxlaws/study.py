@@ -120,10 +120,17 @@ def plot(results: list[StudyResult], path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2))
     axes = [axes] if len(results) == 1 else list(axes)
     for ax, res in zip(axes, results):
+        base = None
         for lr in res.lrs:
             curves = res.curves[lr]
             med = [sorted(c[k] for c in curves)[len(curves) // 2] for k in range(len(curves[0]))]
-            ax.loglog(range(1, len(med) + 1), med, label=f"τ = {lr:g}")
+            line, = ax.loglog(range(1, len(med) + 1), med, label=f"τ = {lr:g}")
+            if base is None:
+                base = (lr, med)
+            else:  # the τ² reference: the smallest τ's curve scaled by (τ / τ_min)²
+                scale = (lr / base[0]) ** 2
+                ax.loglog(range(1, len(med) + 1), [v * scale for v in base[1]], ls="--", lw=0.8,
+                          color=line.get_color(), label=f"τ² ref. ({lr:g})" if lr == res.lrs[-1] else None)
         ax.set_title(f"{res.model}: relative error, plain SGD (fit: error ∝ τ^{res.slope:.2f})")
         ax.set_xlabel("step")
         ax.set_ylabel("|h(θ_k) − h(θ_0)| / |h(θ_0)|")
