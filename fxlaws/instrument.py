@@ -18,47 +18,19 @@ from .sinks import History, JSONLSink, TensorBoardSink
 __all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "History"]
 
 
-class Instrumented(nn.Module):
-    """Runs the instrumented forward; ``forward`` returns exactly what the model returns.
+class _Recorder:
+    """What graph and hook mode share: sinks, the flush rule, history and resume state, all read
+    from ``self.law_metrics``."""
 
-    Models captured by torch.fx are rewritten (``module`` is the GraphModule, calling its
-    ``fxlaws_metrics`` submodule before the output). Models captured by torch.export are not: an
-    aten graph is specialised to the train/eval mode it was exported in, so ``module`` is the
-    user's model itself and the metrics run right after it, reading the same parameters.
-
-    Attributes:
-        module: the module run by ``forward`` (shares the user's parameters; its ``state_dict()``
-            keys are the model's).
-        law_metrics: the :class:`LawMetrics` module.
-    """
-
-    def __init__(self, module: nn.Module, sinks: Iterable[Callable], flush_every: int, model: nn.Module,
-                 after: Optional[LawMetrics] = None):
-        super().__init__()
-        self.module = module
-        if after is not None:
-            setattr(self, METRICS, after)
-        self._model = weakref.ref(model)
+    def _init_recording(self, sinks: Iterable[Callable], flush_every: int) -> None:
         self.sinks = list(sinks)
         self.flush_every = flush_every
         self.history = History()
         self._flushed_at = 0
         self.law_metrics.on_record = self._after_record
-        # DistributedDataParallel would broadcast these buffers from rank 0 before every forward;
-        # every rank computes the same values from its (identical) parameters, so skip them.
-        prefix = METRICS if after is not None else f"module.{METRICS}"
-        self._ddp_params_and_buffers_to_ignore = [f"{prefix}.{n}" for n, _ in self.law_metrics.named_buffers()]
 
-    @property
-    def law_metrics(self) -> LawMetrics:
-        return self._modules[METRICS] if METRICS in self._modules else getattr(self.module, METRICS)
-
-    def forward(self, *args, **kwargs):
-        out = self.module(*args, **kwargs)
-        if METRICS in self._modules:  # not rewritten: record right after the model's own forward
-            metrics = self._modules[METRICS]
-            metrics(*[self.module.get_parameter(n) for n in metrics.names])
-        return out
+    def _check_model(self) -> None:
+        """Raise if what is recorded no longer belongs to the user's model (nothing to check here)."""
 
     def _after_record(self, m: LawMetrics) -> None:
         # called by LawMetrics.record, eagerly even inside a compiled forward (see fxlaws::record)
@@ -92,9 +64,48 @@ class Instrumented(nn.Module):
             sink(values)
         return values
 
+
+class Instrumented(nn.Module, _Recorder):
+    """Runs the instrumented forward; ``forward`` returns exactly what the model returns.
+
+    Models captured by torch.fx are rewritten (``module`` is the GraphModule, calling its
+    ``fxlaws_metrics`` submodule before the output). Models captured by torch.export are not: an
+    aten graph is specialised to the train/eval mode it was exported in, so ``module`` is the
+    user's model itself and the metrics run right after it, reading the same parameters.
+
+    Attributes:
+        module: the module run by ``forward`` (shares the user's parameters; its ``state_dict()``
+            keys are the model's).
+        law_metrics: the :class:`LawMetrics` module.
+    """
+
+    def __init__(self, module: nn.Module, sinks: Iterable[Callable], flush_every: int, model: nn.Module,
+                 after: Optional[LawMetrics] = None):
+        super().__init__()
+        self.module = module
+        if after is not None:
+            setattr(self, METRICS, after)
+        self._model = weakref.ref(model)
+        self._init_recording(sinks, flush_every)
+        # DistributedDataParallel would broadcast these buffers from rank 0 before every forward;
+        # every rank computes the same values from its (identical) parameters, so skip them.
+        prefix = METRICS if after is not None else f"module.{METRICS}"
+        self._ddp_params_and_buffers_to_ignore = [f"{prefix}.{n}" for n, _ in self.law_metrics.named_buffers()]
+
+    @property
+    def law_metrics(self) -> LawMetrics:
+        return self._modules[METRICS] if METRICS in self._modules else getattr(self.module, METRICS)
+
+    def forward(self, *args, **kwargs):
+        out = self.module(*args, **kwargs)
+        if METRICS in self._modules:  # not rewritten: record right after the model's own forward
+            metrics = self._modules[METRICS]
+            metrics(*[self.module.get_parameter(n) for n in metrics.names])
+        return out
+
     def _check_model(self) -> None:
         """The user's model must still hold the parameters this graph trains and reads."""
-        model = self._model() if hasattr(self, "_model") else None
+        model = self._model()
         if model is None:
             return
         mine, theirs = dict(self.module.named_parameters()), dict(model.named_parameters())
@@ -126,29 +137,19 @@ class Instrumented(nn.Module):
         return clean
 
 
-class HookInstrumented:
+class HookInstrumented(_Recorder):
     """Hook mode: the same metrics, recorded after every ``every``-th optimizer step (for models
     whose graph cannot be rewritten, e.g. opaque front ends). The model itself is not wrapped."""
 
     def __init__(self, model: nn.Module, ann: Annotation, optimizer, every: int, sinks, flush_every: int):
+        self.law_metrics = law_metrics_for(ann, model, every)
         params = dict(model.named_parameters())
-        names = sorted({p for fam in ann.laws for p in fam.params})
-        self.law_metrics = LawMetrics(ann.laws, names, params, every)
-        self._tensors = [params[n] for n in names]
-        self.sinks, self.flush_every, self.history = list(sinks), flush_every, History()
-        self._flushed_at = 0
-        self.law_metrics.on_record = self._after_record
+        self._tensors = [params[n] for n in self.law_metrics.names]
+        self._init_recording(sinks, flush_every)
         self._handle = optimizer.register_step_post_hook(self._after_step)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         self.law_metrics.record(self._tensors)
-
-    _after_record = Instrumented._after_record
-    metrics = Instrumented.metrics
-    law_values = Instrumented.law_values
-    state = Instrumented.state
-    load_state = Instrumented.load_state
-    flush = Instrumented.flush
 
     def remove(self) -> None:
         self._handle.remove()

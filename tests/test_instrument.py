@@ -158,3 +158,15 @@ def test_models_captured_by_export_are_instrumented_without_a_mode_specialised_g
     expected = torch.cat([v.reshape(-1).float() for v in ann.evaluate(model).values()])
     torch.testing.assert_close(inst.law_metrics.values, expected.detach())
     assert inst.law_metrics.step == 1 and inst.remove() is model
+
+
+def test_hook_mode_flushes_to_its_sinks():
+    model, x, y, ann = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    seen = []
+    hook = instrument(model, ann, mode="hook", optimizer=opt, sinks=[seen.append], flush_every=2)
+    for _ in range(4):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert [m["conservation/step"] for m in seen] == [2.0, 4.0] and hook.history == seen
