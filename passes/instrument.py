@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from fxlaws.laws.family import evaluate_all
+from fxlaws.laws.family import evaluate_all, square_needs
 
 __all__ = ["LawMetrics", "InstrumentPass", "law_metrics_for"]
 
@@ -56,8 +56,8 @@ class LawMetrics(nn.Module):
         self.step = 0
         self.on_record = None
         self._register()
-        big = [params[n] for fam in self.families for n, _ in fam.squares()]
-        scratch = max(big, key=Tensor.numel, default=torch.zeros(0))
+        self.needs = square_needs(self.families)  # once: record() runs on every recorded forward
+        scratch = max((params[n] for n in self.needs), key=Tensor.numel, default=torch.zeros(0))
         self.register_buffer("scratch", torch.empty(min(scratch.numel(), SCRATCH), dtype=_promoted(scratch.dtype),
                                                     device=scratch.device), persistent=False)
         with torch.no_grad():
@@ -76,7 +76,7 @@ class LawMetrics(nn.Module):
         self._register()
 
     def _evaluate(self, params: dict[str, Tensor]) -> list[Tensor]:
-        return [v.detach().float() for v in evaluate_all(self.families, params, self.scratch)]
+        return [v.detach().float() for v in evaluate_all(self.families, params, self.scratch, self.needs)]
 
     def forward(self, *tensors: Tensor) -> None:
         if not (self.training and torch.is_grad_enabled()):

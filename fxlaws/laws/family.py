@@ -18,7 +18,7 @@ from torch import Tensor
 from .slots import Slot, SquareSums
 from .symbolic import Deferred
 
-__all__ = ["LawFamily", "evaluate_all", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
+__all__ = ["LawFamily", "evaluate_all", "square_needs", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
 
 KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
@@ -222,12 +222,23 @@ class LawFamily:
         return f"{self.formula}  [{self.theory}]"
 
 
-def evaluate_all(families, params: Mapping[str, Tensor], scratch: Tensor | None = None) -> list[Tensor]:
+def square_needs(families) -> dict[str, set[int]]:
+    """Parameter name -> the axes along which some family reads per-position sums of squares."""
+    needs: dict[str, set[int]] = {}
+    for fam in families:
+        for name, axis in fam.squares():
+            needs.setdefault(name, set()).add(axis)
+    return needs
+
+
+def evaluate_all(families, params: Mapping[str, Tensor], scratch: Tensor | None = None,
+                 needs: Mapping[str, set[int]] | None = None) -> list[Tensor]:
     """Every family's value, each parameter tensor reduced once for all the families that square it.
 
     Reads ``params`` (name -> tensor, must hold every family's parameters); returns one tensor per
     family, in order (bf16/fp16 promoted to float32). Differentiable unless ``scratch`` (a flat
-    buffer for the squares, see :class:`SquareSums`) is given.
+    buffer for the squares, see :class:`SquareSums`) is given. ``needs``: ``square_needs(families)``
+    when the caller evaluates the same families repeatedly (computed here otherwise).
     """
     names = {n for fam in families for n in fam.params}
     missing = sorted(n for n in names if n not in params)
@@ -236,10 +247,7 @@ def evaluate_all(families, params: Mapping[str, Tensor], scratch: Tensor | None 
 
         raise StaleAnnotationError(f"the law families read parameters {missing[:3]} that the given model "
                                    "does not have; re-run fxlaws.annotate on this model.")
-    needs: dict[str, set[int]] = {}
-    for fam in families:
-        for name, axis in fam.squares():
-            needs.setdefault(name, set()).add(axis)
+    needs = square_needs(families) if needs is None else needs
     cache = SquareSums({n: _promote(params[n]) for n in names}, needs, scratch)
     return [fam.evaluate(cache) for fam in families]
 

@@ -4,14 +4,15 @@ A :class:`Slot` maps the channels ``j`` of one hidden channel space onto positio
 of a parameter tensor: channel ``j`` (``start <= j < stop`` of a :class:`Piece`) owns positions
 ``offset + (j - start) * inner + [0, inner)``. This covers plain rows/columns (``inner=1``),
 columns after ``flatten`` (``inner = H*W``), concatenations (``offset``) and splits (``start``).
-All reductions are vectorised: one ``pow(2).sum`` per parameter tensor, then slicing.
+All reductions are vectorised: one reduction per parameter tensor (shared by every family through
+:class:`SquareSums`), then slicing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
