@@ -67,6 +67,9 @@ def _rank(rank: int, wrap: str, rdzv: str, out: str) -> None:
         _train(wrapped, wrapped.parameters(), x[shard], y[shard])  # mean loss per rank, grads averaged
         torch.save({"metrics": inst.metrics(), "values": inst.law_metrics.values.clone(),
                     "kinds": sorted({f.kind for f in ann.laws})}, f"{out}.{rank}")
+        # Both ranks leave together: a rank tearing gloo down while its peer still had a pending
+        # connection aborted the peer, rarely ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
