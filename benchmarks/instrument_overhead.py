@@ -1,12 +1,14 @@
 """Cost of the instrument pass on the built-in ResNet-18 (batch 64, 3x32x32), measured side by side.
 
 (a) metric computation (every law family's value, into the on-device buffer) / one
-    ``torch._foreach_norm`` over all trainable parameters — target <= 1.5;
+    ``torch._foreach_norm`` over all trainable parameters — target <= 1.5; printed for both
+    reduction kernels (``eager`` torch ops, and ``cpp``, the fused CPU kernel: CPU only);
 (b) instrumented training step (forward + backward + SGD step, ``every=1``) / plain training step —
     target <= 1.01.
-The two sides of each ratio run interleaved in one process and the medians are compared.
+The sides of each ratio run interleaved in one process and the medians are compared. The last
+line is for ``--kernel`` (default: cpp on CPU, eager on CUDA), the kernel the training step uses.
 
-    python benchmarks/instrument_overhead.py [--steps 30] [--device cpu|cuda]
+    python benchmarks/instrument_overhead.py [--steps 30] [--device cpu|cuda] [--kernel eager|cpp]
 """
 
 from __future__ import annotations
@@ -41,16 +43,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--kernel", choices=("eager", "cpp"), default=None)
     args = parser.parse_args()
     dev = args.device
+    kernels = ["eager"] + (["cpp"] if dev == "cpu" else [])
+    kernel = args.kernel or kernels[-1]
     torch.manual_seed(0)
     model = resnet18().to(dev)
     ann = fxlaws.annotate(model, model.example_inputs(), loss="cross_entropy")
-    inst = fxlaws.instrument(model, ann, every=1)
-    metrics = inst.law_metrics
+    insts = {k: fxlaws.instrument(model, ann, every=1, kernel=k) for k in kernels}
+    inst = insts[kernel]
     params = [p for p in model.parameters() if p.requires_grad]
     named = dict(model.named_parameters())
-    tensors = [named[n] for n in metrics.names]
+    tensors = [named[n] for n in inst.law_metrics.names]
     x = torch.randn(args.batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (args.batch,), device=dev)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -63,15 +68,20 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, device {dev}"
           f"{' (' + torch.cuda.get_device_name() + ')' if dev == 'cuda' else ''}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; ResNet-18 {sum(p.numel() for p in params):,} params, "
-          f"{len(ann.laws)} law families, {metrics.values.numel()} law values, batch {args.batch}")
+          f"{len(ann.laws)} law families, {inst.law_metrics.values.numel()} law values, batch {args.batch}")
+    ratios, metric = {}, {}
     with torch.no_grad():
-        for _ in range(5):  # warm-up: allocator, kernels
-            torch._foreach_norm(params)
-            metrics.record(tensors)
-        norm_t, metric_t = [], []
-        for _ in range(max(50, args.steps)):
-            norm_t.append(_timed(lambda: torch._foreach_norm(params), dev))
-            metric_t.append(_timed(lambda: metrics.record(tensors), dev))
+        for k, i in insts.items():  # each kernel interleaved with its own foreach_norm timings
+            record = i.law_metrics.record
+            for _ in range(5):  # warm-up: allocator, kernels
+                torch._foreach_norm(params)
+                record(tensors)
+            norm_t, metric_t = [], []
+            for _ in range(max(50, args.steps)):
+                norm_t.append(_timed(lambda: torch._foreach_norm(params), dev))
+                metric_t.append(_timed(lambda: record(tensors), dev))
+            metric[k] = statistics.median(metric_t)
+            ratios[k] = metric[k] / statistics.median(norm_t)
     for _ in range(3):
         step(model)
         step(inst)
@@ -79,11 +89,12 @@ def main() -> None:
     for _ in range(args.steps):
         plain_t.append(_timed(lambda: step(model), dev))
         inst_t.append(_timed(lambda: step(inst), dev))
-    norm, metric = statistics.median(norm_t), statistics.median(metric_t)
     plain, instrumented = statistics.median(plain_t), statistics.median(inst_t)
-    print(f"foreach_norm {norm * 1e3:.3f} ms   metrics {metric * 1e3:.3f} ms")
-    print(f"plain step {plain * 1e3:.1f} ms   instrumented step {instrumented * 1e3:.1f} ms   (medians of {args.steps})")
-    print(f"metric_vs_foreach_norm={metric / norm:.2f} step_ratio={instrumented / plain:.3f}")
+    print("   ".join(f"metrics[{k}] {metric[k] * 1e3:.3f} ms = {ratios[k]:.2f}x foreach_norm ({metric[k] / ratios[k] * 1e3:.3f} ms)"
+                     for k in metric))
+    print(f"plain step {plain * 1e3:.1f} ms   instrumented step (kernel={kernel}) {instrumented * 1e3:.1f} ms   "
+          f"(medians of {args.steps})")
+    print(f"metric_vs_foreach_norm={ratios[kernel]:.2f} step_ratio={instrumented / plain:.3f}")
 
 
 if __name__ == "__main__":

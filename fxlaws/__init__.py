@@ -11,6 +11,7 @@ from .api import annotate
 from .errors import (
     ExampleInputsError,
     FxlawsError,
+    KernelBuildError,
     MetaDeviceError,
     StaleAnnotationError,
     UnsupportedOpError,
@@ -34,6 +35,7 @@ __all__ = [
     "UnsupportedOpError",
     "StaleAnnotationError",
     "MetaDeviceError",
+    "KernelBuildError",
 ]
 
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ __all__ = [
     "UnsupportedOpError",
     "StaleAnnotationError",
     "MetaDeviceError",
+    "KernelBuildError",
 ]
 
 
@@ -39,6 +40,10 @@ class MetaDeviceError(FxlawsError):
 
     ``fxlaws.annotate`` works on meta models; evaluating laws and numeric verification do not.
     """
+
+
+class KernelBuildError(FxlawsError):
+    """An opt-in compiled kernel (``fxlaws.instrument(..., kernel="cpp")``) could not be built here."""
 
 
 def require_values(named_tensors: Iterable, what: str) -> None:

@@ -19,6 +19,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from fxlaws.laws.cpu_kernel import KERNELS, square_sums_module
 from fxlaws.laws.family import evaluate_all, square_needs
 
 __all__ = ["LawMetrics", "InstrumentPass", "law_metrics_for"]
@@ -47,11 +48,21 @@ def _(key: int, values: Tensor, tensors: list[Tensor]) -> None:
 
 
 class LawMetrics(nn.Module):
-    """Holds the law families, the latest values (flat buffer) and the reference values h₀."""
+    """Holds the law families, the latest values (flat buffer) and the reference values h₀.
 
-    def __init__(self, families, names: list[str], params: dict[str, Tensor], every: int = 1):
+    ``kernel``: how squared sums are reduced — "eager" (torch ops) or "cpp" (the fused CPU kernel of
+    :mod:`fxlaws.laws.cpu_kernel`, built here on first use; raises KernelBuildError if it cannot be).
+    """
+
+    def __init__(self, families, names: list[str], params: dict[str, Tensor], every: int = 1, kernel: str = "eager"):
         super().__init__()
-        self.families, self.names, self.every = list(families), list(names), int(every)
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r}: use one of {KERNELS}")
+        if kernel == "cpp":
+            square_sums_module()  # build (or load) now: a toolchain problem surfaces at instrument time
+        self.families, self.names, self.every, self.kernel = list(families), list(names), int(every), kernel
+        # float64 models keep float64 values (drifts of 1e-10 are invisible in float32); others float32
+        self.value_dtype = torch.float64 if any(params[n].dtype == torch.float64 for n in self.names) else torch.float32
         self.calls = 0
         self.step = 0
         self.on_record = None
@@ -63,7 +74,7 @@ class LawMetrics(nn.Module):
         with torch.no_grad():
             ref = self._evaluate(params)
         self.sizes = [int(v.numel()) for v in ref]
-        self.register_buffer("values", torch.cat([v.reshape(-1) for v in ref]) if ref else torch.zeros(0),
+        self.register_buffer("values", torch.cat(ref) if ref else torch.zeros(0),
                              persistent=False)
         self.register_buffer("reference", self.values.clone(), persistent=False)
 
@@ -76,7 +87,8 @@ class LawMetrics(nn.Module):
         self._register()
 
     def _evaluate(self, params: dict[str, Tensor]) -> list[Tensor]:
-        return [v.detach().float() for v in evaluate_all(self.families, params, self.scratch, self.needs)]
+        """Every family's value, flat, in ``value_dtype`` (called under ``no_grad``: nothing to detach)."""
+        return [v.to(self.value_dtype).reshape(-1) for v in evaluate_all(self.families, params, self.scratch, self.needs, self.kernel)]
 
     def forward(self, *tensors: Tensor) -> None:
         if not (self.training and torch.is_grad_enabled()):
@@ -96,9 +108,8 @@ class LawMetrics(nn.Module):
         self.calls += 1
         if (self.calls - 1) % self.every == 0:
             with torch.no_grad():
-                params = {n: t.detach() for n, t in zip(self.names, tensors)}
                 if self.families:
-                    self.values.copy_(torch.cat([v.reshape(-1) for v in self._evaluate(params)]))
+                    torch.cat(self._evaluate(dict(zip(self.names, tensors))), out=self.values)
             self.step = self.calls
         if self.on_record is not None:
             self.on_record(self)
@@ -147,7 +158,7 @@ class LawMetrics(nn.Module):
         self.calls, self.step = int(state["calls"]), int(state["step"])
 
 
-def law_metrics_for(ann, model: nn.Module, every: int = 1) -> LawMetrics:
+def law_metrics_for(ann, model: nn.Module, every: int = 1, kernel: str = "eager") -> LawMetrics:
     """A :class:`LawMetrics` for ``ann``'s families reading ``model``'s parameters; h₀ = their values now.
 
     Raises:
@@ -158,7 +169,7 @@ def law_metrics_for(ann, model: nn.Module, every: int = 1) -> LawMetrics:
     with torch.no_grad():
         ann.evaluate(model)  # StaleAnnotationError if a parameter the laws read is gone or reshaped
     names = sorted({p for fam in ann.laws for p in fam.params})
-    return LawMetrics(ann.laws, names, dict(model.named_parameters()), every)
+    return LawMetrics(ann.laws, names, dict(model.named_parameters()), every, kernel)
 
 
 def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
@@ -176,17 +187,17 @@ def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
 
 
 class InstrumentPass:
-    """``InstrumentPass(ann, every)(model) -> GraphModule`` with an ``fxlaws_metrics`` submodule."""
+    """``InstrumentPass(ann, every, kernel)(model) -> GraphModule`` with an ``fxlaws_metrics`` submodule."""
 
-    def __init__(self, ann, every: int = 1):
+    def __init__(self, ann, every: int = 1, kernel: str = "eager"):
         if every < 1:
             raise ValueError("every must be >= 1")
-        self.ann, self.every = ann, every
+        self.ann, self.every, self.kernel = ann, every, kernel
 
     def __call__(self, model: nn.Module) -> fx.GraphModule:
         graph = fx.Graph()
         graph.output(graph.graph_copy(self.ann.graph.graph, {}))  # graph_copy leaves the output out
-        metrics = law_metrics_for(self.ann, model, self.every)
+        metrics = law_metrics_for(self.ann, model, self.every, self.kernel)
         gm = fx.GraphModule(_root(model, self.ann.graph), graph, type(model).__name__ + "Instrumented")
         params = dict(model.named_parameters())
         foreign = [n for n, p in gm.named_parameters() if params.get(n) is not p]

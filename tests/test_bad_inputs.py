@@ -102,7 +102,7 @@ def test_parameters_replaced_after_annotate_or_instrument_give_a_clear_error():
     model[2].weight = nn.Parameter(torch.randn(4, 8, dtype=DT))  # new tensor, same module: both see it
     inst(X)
     torch.testing.assert_close(inst.law_metrics.values,
-                               (model[0].weight.pow(2).sum(1) + model[0].bias.pow(2) - model[2].weight.pow(2).sum(0)).detach().float())
+                               (model[0].weight.pow(2).sum(1) + model[0].bias.pow(2) - model[2].weight.pow(2).sum(0)).detach())
     model[0] = nn.Linear(3, 8).double()  # a new module: the instrumented graph still holds the old one
     with pytest.raises(fxlaws.StaleAnnotationError, match=r"Sequential.0.(weight|bias) was replaced after fxlaws.instrument"):
         inst(X)  # the flush after this record notices

@@ -47,6 +47,9 @@ class DiagonalTerms:
         out = None
         for slot, coef in self.terms:
             v = slot.channel_sq(params)
+            if out is not None and coef in (1, -1):  # one op per term (the common ±1 case)
+                out = out + v if coef == 1 else out - v
+                continue
             v = v if coef == 1 else v * coef
             out = v if out is None else out + v
         if self.group > 1:
@@ -232,13 +235,14 @@ def square_needs(families) -> dict[str, set[int]]:
 
 
 def evaluate_all(families, params: Mapping[str, Tensor], scratch: Tensor | None = None,
-                 needs: Mapping[str, set[int]] | None = None) -> list[Tensor]:
+                 needs: Mapping[str, set[int]] | None = None, kernel: str = "eager") -> list[Tensor]:
     """Every family's value, each parameter tensor reduced once for all the families that square it.
 
     Reads ``params`` (name -> tensor, must hold every family's parameters); returns one tensor per
     family, in order (bf16/fp16 promoted to float32). Differentiable unless ``scratch`` (a flat
     buffer for the squares, see :class:`SquareSums`) is given. ``needs``: ``square_needs(families)``
-    when the caller evaluates the same families repeatedly (computed here otherwise).
+    when the caller evaluates the same families repeatedly (computed here otherwise). ``kernel``:
+    "eager" or "cpp" (see :class:`SquareSums`).
     """
     names = {n for fam in families for n in fam.params}
     missing = sorted(n for n in names if n not in params)
@@ -248,7 +252,7 @@ def evaluate_all(families, params: Mapping[str, Tensor], scratch: Tensor | None 
         raise StaleAnnotationError(f"the law families read parameters {missing[:3]} that the given model "
                                    "does not have; re-run fxlaws.annotate on this model.")
     needs = square_needs(families) if needs is None else needs
-    cache = SquareSums({n: _promote(params[n]) for n in names}, needs, scratch)
+    cache = SquareSums({n: _promote(params[n]) for n in names}, needs, scratch, kernel)
     return [fam.evaluate(cache) for fam in families]
 
 

@@ -11,6 +11,7 @@ parameters are all-gathered (``full_tensor``), which costs a parameter-sized cop
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor
 __all__ = ["is_sharded", "sharded_position_sq", "gathered"]
 
 
+@functools.lru_cache(maxsize=None)  # called per parameter on every recorded forward
 def _dtensor_type():
     try:
         from torch.distributed.tensor import DTensor

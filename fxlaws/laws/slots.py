@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .cpu_kernel import kernel_eligible, square_sums_module
 from .sharded import gathered, sharded_position_sq
 
 __all__ = ["Piece", "Slot", "SquareSums"]
@@ -77,7 +78,7 @@ class Slot:
             per_pos = params.position_sq(self.param, self.axis)
         else:
             per_pos = _position_sq(params[self.param], (self.axis,))[self.axis]
-        if self.pieces == (Piece(0, self.channels),) and per_pos.shape[0] == self.channels:
+        if self.is_identity and per_pos.shape[0] == self.channels:
             return per_pos  # the common case: channel j is position j
         out = None
         for piece in self.pieces:
@@ -109,6 +110,11 @@ class Slot:
                 or pieces[-1].stop != self.channels:
             raise ValueError(f"slot {self.param}: pieces neither repeat nor tile the channels")
         return torch.cat(blocks, dim=0)
+
+    @functools.cached_property  # read on every recorded forward (frozen dataclass: cached in __dict__)
+    def is_identity(self) -> bool:
+        """One piece, channel j at position j."""
+        return self.pieces == (Piece(0, self.channels),)
 
     @property
     def is_full(self) -> bool:
@@ -175,16 +181,25 @@ class SquareSums(Mapping):
     uses it when given a ``SquareSums``, so every family evaluated on the same instance shares
     one reduction per parameter tensor (the instrument pass's one-pass-per-tensor metric cost).
     ``scratch``: a flat buffer of the parameters' dtype and device for the squares (only without
-    autograd).
+    autograd). ``kernel="cpp"``: without autograd, the CPU tensors it covers go through the fused
+    kernel of :mod:`fxlaws.laws.cpu_kernel` (rows and columns from one read), in one call.
     """
 
-    def __init__(self, params: Mapping[str, Tensor], needs: Mapping[str, set[int]], scratch: Tensor | None = None):
+    def __init__(self, params: Mapping[str, Tensor], needs: Mapping[str, set[int]], scratch: Tensor | None = None,
+                 kernel: str = "eager"):
         self._params, self._full = params, {}
         # FSDP2 (DTensor) parameters: shard-local partial sums and one all-reduce (see sharded.py)
         self._sq = sharded_position_sq(params, needs, lambda local, axes: _position_sq(local, axes, scratch))
         rest = [n for n in needs if n not in self._sq]
-        vectors = [n for n in rest if params[n].dim() <= 1]
-        if vectors and not torch.is_grad_enabled():  # biases, norm affines: one multi-tensor kernel
+        detached = not torch.is_grad_enabled()
+        fused = [n for n in rest if kernel_eligible(params[n], needs[n])] if kernel == "cpp" and detached else []
+        if fused:  # one call, one parallel region for all of them
+            sums = square_sums_module().square_sums([params[n] for n in fused],
+                                                   [sum(1 << a for a in needs[n]) for n in fused])
+            for name, per_axis in zip(fused, sums):
+                self._sq[name] = {a: per_axis[a] for a in needs[name]}
+        vectors = [n for n in rest if n not in self._sq and params[n].dim() <= 1]
+        if vectors and detached:  # biases, norm affines: one multi-tensor kernel
             for name, sq in zip(vectors, torch._foreach_mul([params[n] for n in vectors], [params[n] for n in vectors])):
                 self._sq[name] = {a: sq for a in needs[name]}
         for name in rest:
@@ -199,6 +214,9 @@ class SquareSums(Mapping):
         if name not in self._full:
             self._full[name] = gathered(self._params[name])
         return self._full[name]
+
+    def __contains__(self, name) -> bool:  # without gathering a sharded parameter
+        return name in self._params
 
     def __iter__(self):
         return iter(self._params)
