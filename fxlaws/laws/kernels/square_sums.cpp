@@ -161,7 +161,7 @@ std::vector<std::vector<at::Tensor>> square_sums(const std::vector<at::Tensor>& 
     if (p.numel() == 0 || (!rows.defined() && !cols.defined())) continue;
     Job j{p.data_ptr(), p.scalar_type() == at::kDouble, A, B, K, rows.defined() ? rows.data_ptr() : nullptr,
           cols.defined() ? cols.data_ptr() : nullptr, 1, 0, nullptr, vector};
-    if (!vector && p.numel() >= kSplit) {
+    if (!vector && p.numel() >= kSplit && A > 1) {
       j.split = std::min(threads, A);
     } else {
       j.owner = std::min_element(load.begin(), load.end()) - load.begin();
@@ -196,5 +196,8 @@ std::vector<std::vector<at::Tensor>> square_sums(const std::vector<at::Tensor>& 
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("square_sums", &square_sums, "per-position sums of squares along axes 0 and 1, one read per tensor");
+  // No Python object is touched until the result is converted: other Python threads (data
+  // loaders, logging) run meanwhile.
+  m.def("square_sums", &square_sums, "per-position sums of squares along axes 0 and 1, one read per tensor",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
 }
