@@ -109,7 +109,11 @@ class LawMetrics(nn.Module):
         if (self.calls - 1) % self.every == 0:
             with torch.no_grad():
                 if self.families:
-                    torch.cat(self._evaluate(dict(zip(self.names, tensors))), out=self.values)
+                    values = self._evaluate(dict(zip(self.names, tensors)))
+                    if values[0].device == self.values.device:
+                        torch.cat(values, out=self.values)
+                    else:  # the model was moved after instrument() (hook mode, or model.to(...))
+                        self.values.copy_(torch.cat(values))
             self.step = self.calls
         if self.on_record is not None:
             self.on_record(self)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import fxlaws
 from fxlaws.laws import cpu_kernel
+from fxlaws.laws.slots import SquareSums, _position_sq
 from fxlaws.models import get_model
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -68,6 +69,30 @@ def test_kernel_rejects_what_it_cannot_read():
     assert not cpu_kernel.kernel_eligible(torch.randn(4, 6).t(), {0, 1})
     assert not cpu_kernel.kernel_eligible(torch.randn(4, 6, 2), {2})
     assert cpu_kernel.kernel_eligible(torch.randn(4, 6, 2), {0, 1})
+
+
+def test_storage_less_subclass_parameters_take_the_eager_path():
+    """A wrapper tensor subclass has no storage of its own: the kernel would read a null pointer
+    (found in review: a segfault). It is not eligible, and the kernel itself refuses it."""
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    w = torch.nn.Parameter(TwoTensor(torch.randn(4, 5), torch.randn(4, 5)))
+    assert not cpu_kernel.kernel_eligible(w, {0, 1})
+    with pytest.raises(RuntimeError, match="no storage of its own"):
+        cpu_kernel.square_sums_module().square_sums([w.detach()], [3])
+    with torch.no_grad():  # routed to the eager reductions: no crash, the eager result
+        sums = SquareSums({"w": w}, {"w": {0, 1}}, None, "cpp")
+        torch.testing.assert_close(sums.position_sq("w", 1), _position_sq(w, (1,))[1])
+
+
+def test_eager_path_with_rows_larger_than_the_scratch():
+    """A single axis-0 slice bigger than the scratch buffer (e.g. stacked expert weights) is squared
+    whole instead of overflowing the scratch (found in review: a shape error)."""
+    torch.manual_seed(0)
+    p = torch.randn(2, 3, 50)
+    got = _position_sq(p, (0, 1), torch.empty(100))
+    for axis in (0, 1):
+        torch.testing.assert_close(got[axis].double(), _reference(p, axis), rtol=1e-6, atol=0)
 
 
 def _trained(name: str, dtype=torch.float64, steps: int = 3):

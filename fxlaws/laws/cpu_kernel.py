@@ -22,6 +22,7 @@ __all__ = ["KERNELS", "square_sums_module", "kernel_eligible"]
 
 KERNELS = ("eager", "cpp")
 _SOURCE = Path(__file__).with_name("kernels") / "square_sums.cpp"
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,6 +62,7 @@ def _find_ninja() -> None:
 
 
 def kernel_eligible(p: Tensor, axes) -> bool:
-    """Whether the kernel computes ``p``'s per-position sums for ``axes`` (else the eager path does)."""
-    return (p.device.type == "cpu" and p.dim() >= 1 and p.dtype in (torch.float32, torch.float64)
+    """Whether the kernel computes ``p``'s per-position sums for ``axes`` (else the eager path does).
+    Plain tensors only: a tensor subclass (DTensor, wrapper subclasses) may have no storage of its own."""
+    return (type(p) in _PLAIN and p.device.type == "cpu" and p.dim() >= 1 and p.dtype in (torch.float32, torch.float64)
             and p.is_contiguous() and set(axes) <= ({0, 1} if p.dim() > 1 else {0}))

@@ -152,9 +152,9 @@ def _position_sq(p: Tensor, axes, scratch: Tensor | None = None) -> dict[int, Te
         return {a: p.square() for a in axes}
     if axes == [0]:
         return {0: torch.linalg.vector_norm(p.reshape(p.shape[0], -1), dim=1).square()}
-    if scratch is not None and (scratch.dtype != p.dtype or scratch.device != p.device):
-        scratch = None
     rows, rest = p.shape[0], p[0].numel()
+    if scratch is not None and (scratch.dtype != p.dtype or scratch.device != p.device or scratch.numel() < rest):
+        scratch = None  # (a single row larger than the scratch: square the whole tensor instead)
     step = rows if scratch is None else max(1, min(rows, scratch.numel() // max(1, rest)))
     parts: dict[int, list[Tensor]] = {a: [] for a in axes}
     for lo in range(0, rows, step):

@@ -149,6 +149,8 @@ std::vector<std::vector<at::Tensor>> square_sums(const std::vector<at::Tensor>& 
     const at::Tensor& p = params[i];
     TORCH_CHECK(p.device().is_cpu() && p.is_contiguous() && p.dim() >= 1,
                 "square_sums: tensor ", i, " must be a contiguous CPU tensor");
+    TORCH_CHECK(p.numel() == 0 || (p.has_storage() && p.data_ptr() != nullptr),
+                "square_sums: tensor ", i, " has no storage of its own (a tensor subclass?)");
     TORCH_CHECK(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
                 "square_sums: tensor ", i, " is ", p.scalar_type(), " (float32/float64 only)");
     const bool vector = p.dim() == 1;
