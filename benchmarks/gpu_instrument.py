@@ -6,7 +6,10 @@ metric computation vs one ``torch._foreach_norm`` over all trainable parameters,
 instrumented training forward run under ``torch.cuda.set_sync_debug_mode("error")`` (any
 host synchronisation raises). Skips (exit 0) without CUDA.
 
-    python benchmarks/gpu_instrument.py [--steps 20] [--amp]
+``--device cpu --small`` runs the same code on tiny sizes on CPU (no sync check there): a dry run
+that proves the script works before spending lent GPU time on it.
+
+    python benchmarks/gpu_instrument.py [--steps 20] [--amp] [--device cuda|cpu] [--small]
 """
 
 from __future__ import annotations
@@ -23,18 +26,23 @@ import fxlaws
 from fxlaws.models import GPT, GPTConfig, resnet50
 
 
-def _timed(fn) -> float:
-    torch.cuda.synchronize()
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
     start = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
+    _sync(device)
     return time.perf_counter() - start
 
 
-def _case(name, model, x, loss_fn, steps: int, amp: bool) -> str:
+def _case(name, model, x, loss_fn, steps: int, amp: bool, device: str) -> str:
     ann = fxlaws.annotate(model, model.example_inputs(), loss="cross_entropy")
-    model = model.cuda()
-    x = x.cuda()
+    model = model.to(device)
+    x = x.to(device)
     inst = fxlaws.instrument(model, ann, every=1)
     metrics = inst.law_metrics
     params = [p for p in model.parameters() if p.requires_grad]
@@ -44,7 +52,7 @@ def _case(name, model, x, loss_fn, steps: int, amp: bool) -> str:
 
     def step(forward):
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(forward(x))
         loss.backward()
         opt.step()
@@ -52,26 +60,32 @@ def _case(name, model, x, loss_fn, steps: int, amp: bool) -> str:
     for _ in range(3):
         step(model)
         step(inst)
-    torch.cuda.set_sync_debug_mode("error")  # any device->host sync in the instrumented forward raises
-    try:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            inst(x)
-        sync = "none"
-    except RuntimeError as err:
-        sync = f"SYNC: {err}".splitlines()[0]
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    with torch.no_grad():
-        norm_t = [_timed(lambda: torch._foreach_norm(params)) for _ in range(50)]
-        metric_t = [_timed(lambda: metrics.record(tensors)) for _ in range(50)]
+    sync = "n/a (CPU)"
+    if device == "cuda":
+        torch.cuda.set_sync_debug_mode("error")  # any device->host sync in the instrumented forward raises
+        try:
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+                inst(x)
+            sync = "none"
+        except RuntimeError as err:
+            sync = f"SYNC: {err}".splitlines()[0]
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    with torch.no_grad():  # interleaved, so both sides see the same machine state
+        norm_t, metric_t = [], []
+        for _ in range(50):
+            norm_t.append(_timed(lambda: torch._foreach_norm(params), device))
+            metric_t.append(_timed(lambda: metrics.record(tensors), device))
     plain_t, inst_t = [], []
-    for _ in range(steps):
-        plain_t.append(_timed(lambda: step(model)))
-        inst_t.append(_timed(lambda: step(inst)))
+    for i in range(steps):  # alternating order (ABBA)
+        pair = [(plain_t, model), (inst_t, inst)]
+        for times, forward in pair if i % 2 == 0 else pair[::-1]:
+            times.append(_timed(lambda: step(forward), device))
     norm, metric = statistics.median(norm_t), statistics.median(metric_t)
     plain, instrumented = statistics.median(plain_t), statistics.median(inst_t)
+    ratio = statistics.median(b / a for a, b in zip(plain_t, inst_t))
     return (f"{name:10} {sum(p.numel() for p in params) / 1e6:6.1f}M {len(ann.laws):5} families  "
-            f"step {plain * 1e3:7.2f} ms -> {instrumented * 1e3:7.2f} ms (ratio {instrumented / plain:.3f})  "
+            f"step {plain * 1e3:7.2f} ms -> {instrumented * 1e3:7.2f} ms (ratio {ratio:.3f})  "
             f"metrics {metric * 1e3:.3f} ms / foreach_norm {norm * 1e3:.3f} ms = {metric / norm:.2f}  "
             f"host syncs in forward: {sync}")
 
@@ -80,21 +94,27 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--small", action="store_true", help="tiny sizes (a dry run of the script)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: skipped")
         return 0
-    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, amp={args.amp}")
+    name = torch.cuda.get_device_name() if dev == "cuda" else "CPU"
+    print(f"device {name}, torch {torch.__version__}, amp={args.amp}, small={args.small}")
     torch.manual_seed(0)
+    batch, pixels = (2, 64) if args.small else (64, 224)
     rn = resnet50()
-    labels = torch.randint(0, 1000, (64,), device="cuda")
-    print(_case("resnet50", rn, torch.randn(64, 3, 224, 224), lambda out: F.cross_entropy(out, labels),
-                args.steps, args.amp))
-    gpt = GPT(GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768))
-    tokens = torch.randint(0, 50304, (8, 1024))
-    targets = tokens.roll(-1, 1).cuda()
-    print(_case("gpt2-small", gpt, tokens,
-                lambda out: F.cross_entropy(out.flatten(0, 1).float(), targets.flatten()), args.steps, args.amp))
+    labels = torch.randint(0, 1000, (batch,), device=dev)
+    print(_case("resnet50", rn, torch.randn(batch, 3, pixels, pixels), lambda out: F.cross_entropy(out, labels),
+                args.steps, args.amp, dev))
+    config = (GPTConfig(block_size=64, vocab_size=512, n_layer=2, n_head=4, n_embd=64) if args.small else
+              GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768))
+    tokens = torch.randint(0, config.vocab_size, (2 if args.small else 8, config.block_size))
+    targets = tokens.roll(-1, 1).to(dev)
+    print(_case("gpt2-small" if not args.small else "gpt-small", GPT(config), tokens,
+                lambda out: F.cross_entropy(out.flatten(0, 1).float(), targets.flatten()), args.steps, args.amp, dev))
     return 0
 
 
