@@ -71,8 +71,7 @@ class LawMetrics(nn.Module):
         scratch = max((params[n] for n in self.needs), key=Tensor.numel, default=torch.zeros(0))
         self.register_buffer("scratch", torch.empty(min(scratch.numel(), SCRATCH), dtype=_promoted(scratch.dtype),
                                                     device=scratch.device), persistent=False)
-        with torch.no_grad():
-            ref = self._evaluate(params)
+        ref = self._evaluate(params)
         self.sizes = [int(v.numel()) for v in ref]
         self.register_buffer("values", torch.cat(ref) if ref else torch.zeros(0),
                              persistent=False)
@@ -87,8 +86,13 @@ class LawMetrics(nn.Module):
         self._register()
 
     def _evaluate(self, params: dict[str, Tensor]) -> list[Tensor]:
-        """Every family's value, flat, in ``value_dtype`` (called under ``no_grad``: nothing to detach)."""
-        return [v.to(self.value_dtype).reshape(-1) for v in evaluate_all(self.families, params, self.scratch, self.needs, self.kernel)]
+        """Every family's value, flat, in ``value_dtype``: no autograd, and in the parameters' own
+        precision even inside ``torch.autocast`` (which would run the Gram laws' matmuls in
+        bf16/fp16: 4.6% off on gpt-tiny, all of it read as drift)."""
+        device = next(iter(params.values())).device.type if params else "cpu"
+        with torch.no_grad(), torch.autocast(device, enabled=False):
+            return [v.to(self.value_dtype).reshape(-1)
+                    for v in evaluate_all(self.families, params, self.scratch, self.needs, self.kernel)]
 
     def forward(self, *tensors: Tensor) -> None:
         if not (self.training and torch.is_grad_enabled()):
@@ -107,12 +111,9 @@ class LawMetrics(nn.Module):
         ``on_record(self)`` if set (the wrapper's flush-to-sinks check)."""
         self.calls += 1
         if (self.calls - 1) % self.every == 0:
-            # Law values in the parameters' own precision: a forward under torch.autocast would
-            # otherwise compute the Gram laws' matmuls in bf16/fp16 (a 4.6% error, read as drift).
-            device = tensors[0].device.type if len(tensors) else self.values.device.type
-            with torch.no_grad(), torch.autocast(device, enabled=False):
-                if self.families:
-                    values = self._evaluate(dict(zip(self.names, tensors)))
+            if self.families:
+                values = self._evaluate(dict(zip(self.names, tensors)))
+                with torch.no_grad():
                     if values[0].device == self.values.device:
                         torch.cat(values, out=self.values)
                     else:  # the model was moved after instrument() (hook mode, or model.to(...))

@@ -180,9 +180,10 @@ def test_law_values_keep_the_parameters_precision_under_autocast():
     inputs = model.example_inputs()
     ann = fxlaws.annotate(model, inputs)
     assert {"attention-qk", "attention-vo"} <= {f.kind for f in ann.laws}
-    inst = instrument(model, ann)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        inst(*inputs)
     expected = torch.cat([v.detach().reshape(-1) for v in ann.evaluate(model).values()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inst = instrument(model, ann)  # h₀ taken inside an autocast region too
+        inst(*inputs)
     torch.testing.assert_close(inst.law_metrics.values, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(inst.law_metrics.reference, expected, rtol=1e-6, atol=1e-6)
     assert torch.is_autocast_enabled("cpu") is False  # the disabled region did not leak
