@@ -86,11 +86,9 @@ class LawMetrics(nn.Module):
         self._register()
 
     def _evaluate(self, params: dict[str, Tensor]) -> list[Tensor]:
-        """Every family's value, flat, in ``value_dtype``: no autograd, and in the parameters' own
-        precision even inside ``torch.autocast`` (which would run the Gram laws' matmuls in
-        bf16/fp16: 4.6% off on gpt-tiny, all of it read as drift)."""
-        device = next(iter(params.values())).device.type if params else "cpu"
-        with torch.no_grad(), torch.autocast(device, enabled=False):
+        """Every family's value, flat, in ``value_dtype``, without autograd (and without autocast:
+        ``evaluate_all`` turns it off)."""
+        with torch.no_grad():
             return [v.to(self.value_dtype).reshape(-1)
                     for v in evaluate_all(self.families, params, self.scratch, self.needs, self.kernel)]
 

@@ -186,4 +186,10 @@ def test_law_values_keep_the_parameters_precision_under_autocast():
         inst(*inputs)
     torch.testing.assert_close(inst.law_metrics.values, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(inst.law_metrics.reference, expected, rtol=1e-6, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # ann.evaluate and single families too
+        whole = torch.cat([v.detach().reshape(-1) for v in ann.evaluate(model).values()])
+        params = dict(model.named_parameters())
+        single = torch.cat([fam.evaluate(params).detach().reshape(-1) for fam in ann.laws])
+    torch.testing.assert_close(whole, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(single, expected, rtol=1e-6, atol=1e-6)
     assert torch.is_autocast_enabled("cpu") is False  # the disabled region did not leak
