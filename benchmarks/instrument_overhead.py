@@ -15,6 +15,7 @@ line is for ``--kernel`` (default: cpp on CPU, eager on CUDA), the kernel the tr
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import time
@@ -86,12 +87,14 @@ def main() -> None:
     for _ in range(3):
         step(model)
         step(inst)
-    # Rounds of plain / instrumented / plain again, in rotating order (slow drifts of the machine
-    # cancel); ratios are medians of per-round ratios. plain-again / plain is the A/A noise floor.
+    # Rounds of plain / instrumented / plain again: every order of the three arms in turn, so each
+    # arm follows each other arm equally often and slow drifts of the machine cancel; ratios are
+    # medians of per-round ratios. plain-again / plain is the A/A noise floor of the same run.
     plain_t, inst_t, again_t = [], [], []
     arms = [(plain_t, model), (inst_t, inst), (again_t, model)]
+    orders = list(itertools.permutations(arms))
     for i in range(args.steps):
-        for times, forward in arms[i % 3:] + arms[:i % 3]:
+        for times, forward in orders[i % len(orders)]:
             times.append(_timed(lambda: step(forward), dev))
     plain, instrumented = statistics.median(plain_t), statistics.median(inst_t)
     step_ratio = statistics.median(b / a for a, b in zip(plain_t, inst_t))
