@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,18 +24,7 @@ import torch.nn.functional as F
 import fxlaws
 from fxlaws.models import GPT, GPTConfig, resnet50
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device: str) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+from _timing import median_ratio, rounds  # benchmarks/_timing.py (the script's own directory)
 
 
 def _case(name, model, x, loss_fn, steps: int, amp: bool, device: str) -> str:
@@ -72,18 +60,12 @@ def _case(name, model, x, loss_fn, steps: int, amp: bool, device: str) -> str:
         finally:
             torch.cuda.set_sync_debug_mode(0)
     with torch.no_grad():  # interleaved, so both sides see the same machine state
-        norm_t, metric_t = [], []
-        for _ in range(50):
-            norm_t.append(_timed(lambda: torch._foreach_norm(params), device))
-            metric_t.append(_timed(lambda: metrics.record(tensors), device))
-    plain_t, inst_t = [], []
-    for i in range(steps):  # alternating order (ABBA)
-        pair = [(plain_t, model), (inst_t, inst)]
-        for times, forward in pair if i % 2 == 0 else pair[::-1]:
-            times.append(_timed(lambda: step(forward), device))
-    norm, metric = statistics.median(norm_t), statistics.median(metric_t)
-    plain, instrumented = statistics.median(plain_t), statistics.median(inst_t)
-    ratio = statistics.median(b / a for a, b in zip(plain_t, inst_t))
+        t = rounds({"norm": lambda: torch._foreach_norm(params), "metric": lambda: metrics.record(tensors)}, 50,
+                   device, all_orders=False)
+    norm, metric = statistics.median(t["norm"]), statistics.median(t["metric"])
+    t = rounds({"plain": lambda: step(model), "inst": lambda: step(inst)}, steps, device)  # ABBA
+    plain, instrumented = statistics.median(t["plain"]), statistics.median(t["inst"])
+    ratio = median_ratio(t["inst"], t["plain"])
     return (f"{name:10} {sum(p.numel() for p in params) / 1e6:6.1f}M {len(ann.laws):5} families  "
             f"step {plain * 1e3:7.2f} ms -> {instrumented * 1e3:7.2f} ms (ratio {ratio:.3f})  "
             f"metrics {metric * 1e3:.3f} ms / foreach_norm {norm * 1e3:.3f} ms = {metric / norm:.2f}  "

@@ -15,10 +15,8 @@ line is for ``--kernel`` (default: cpp on CPU, eager on CUDA), the kernel the tr
 from __future__ import annotations
 
 import argparse
-import itertools
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,18 +24,7 @@ import torch.nn.functional as F
 import fxlaws
 from fxlaws.models import resnet18
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device: str) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+from _timing import median_ratio, rounds  # benchmarks/_timing.py (the script's own directory)
 
 
 def main() -> None:
@@ -78,27 +65,18 @@ def main() -> None:
             for _ in range(5):  # warm-up: allocator, kernels
                 torch._foreach_norm(params)
                 record(tensors)
-            norm_t, metric_t = [], []
-            for _ in range(max(50, args.steps)):
-                norm_t.append(_timed(lambda: torch._foreach_norm(params), dev))
-                metric_t.append(_timed(lambda: record(tensors), dev))
-            metric[k] = statistics.median(metric_t)
-            ratios[k] = metric[k] / statistics.median(norm_t)
+            t = rounds({"norm": lambda: torch._foreach_norm(params), "metric": lambda: record(tensors)},
+                       max(50, args.steps), dev, all_orders=False)
+            metric[k] = statistics.median(t["metric"])
+            ratios[k] = metric[k] / statistics.median(t["norm"])
     for _ in range(3):
         step(model)
         step(inst)
-    # Rounds of plain / instrumented / plain again: every order of the three arms in turn, so each
-    # arm follows each other arm equally often and slow drifts of the machine cancel; ratios are
-    # medians of per-round ratios. plain-again / plain is the A/A noise floor of the same run.
-    plain_t, inst_t, again_t = [], [], []
-    arms = [(plain_t, model), (inst_t, inst), (again_t, model)]
-    orders = list(itertools.permutations(arms))
-    for i in range(args.steps):
-        for times, forward in orders[i % len(orders)]:
-            times.append(_timed(lambda: step(forward), dev))
-    plain, instrumented = statistics.median(plain_t), statistics.median(inst_t)
-    step_ratio = statistics.median(b / a for a, b in zip(plain_t, inst_t))
-    noise = statistics.median(b / a for a, b in zip(plain_t, again_t))
+    # Rounds of plain / instrumented / plain again, every order of the three in turn (slow drifts of
+    # the machine cancel). plain-again / plain is the A/A noise floor of the same run.
+    t = rounds({"plain": lambda: step(model), "inst": lambda: step(inst), "again": lambda: step(model)}, args.steps, dev)
+    plain, instrumented = statistics.median(t["plain"]), statistics.median(t["inst"])
+    step_ratio, noise = median_ratio(t["inst"], t["plain"]), median_ratio(t["again"], t["plain"])
     print("   ".join(f"metrics[{k}] {metric[k] * 1e3:.3f} ms = {ratios[k]:.2f}x foreach_norm ({metric[k] / ratios[k] * 1e3:.3f} ms)"
                      for k in metric))
     print(f"plain step {plain * 1e3:.1f} ms   instrumented step (kernel={kernel}) {instrumented * 1e3:.1f} ms   "
