@@ -11,7 +11,7 @@ from torch import nn
 import fxlaws
 from fxlaws.capture import Capture, capture, normalise_inputs
 from fxlaws.passes.partition import _map_reshape
-from fuzz_models import StraightThroughReLU  # forward ReLU, backward identity
+from fuzz_models import DataDependent, StraightThroughReLU  # untraceable Linear; forward ReLU, backward identity
 
 
 # --- normalise_inputs -----------------------------------------------------------------------------
@@ -126,23 +126,11 @@ def test_capture_restores_modes_and_buffers():
         assert torch.equal(v, before[k]), k
 
 
-class _DataDependent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x):
-        h = self.lin(x)
-        if h.sum() > 0:
-            return h
-        return -h
-
-
 class _Outer(nn.Module):
     def __init__(self):
         super().__init__()
         self.pre = nn.Linear(4, 4)
-        self.inner = _DataDependent()
+        self.inner = DataDependent(4)
 
     def forward(self, x):
         return self.inner(F.relu(self.pre(x)))
@@ -173,8 +161,8 @@ def test_capture_two_opaque_modules():
     class Two(nn.Module):
         def __init__(self):
             super().__init__()
-            self.p = _DataDependent()
-            self.q = _DataDependent()
+            self.p = DataDependent(4)
+            self.q = DataDependent(4)
 
         def forward(self, x):
             return self.q(self.p(x))
@@ -195,7 +183,7 @@ def test_capture_leaf_modules():
 
 def test_capture_root_untraceable():
     with pytest.raises(fxlaws.UntraceableModelError, match="leaf_modules"):
-        capture(_DataDependent(), torch.randn(2, 4))
+        capture(DataDependent(4), torch.randn(2, 4))
 
 
 def test_capture_bad_arguments():
