@@ -129,26 +129,14 @@ def _has_unknown(ops) -> bool:
     return False
 
 
+# Activations as functions (here, for _act) and as modules (_ACT_MODULES, below); a name not
+# listed is the identity.
+_ACT_FNS = {"relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.2), "gelu": F.gelu, "tanh": torch.tanh,
+            "sigmoid": torch.sigmoid, "silu": F.silu, "elu": F.elu, "softplus": F.softplus, "square": lambda x: x ** 2}
+
+
 def _act(name: str, x):
-    if name == "relu":
-        return F.relu(x)
-    if name == "leaky_relu":
-        return F.leaky_relu(x, 0.2)
-    if name == "gelu":
-        return F.gelu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "silu":
-        return F.silu(x)
-    if name == "elu":
-        return F.elu(x)
-    if name == "softplus":
-        return F.softplus(x)
-    if name == "square":
-        return x ** 2
-    return x  # identity
+    return _ACT_FNS[name](x) if name in _ACT_FNS else x
 
 
 _ACT_MODULES = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "gelu": nn.GELU, "tanh": nn.Tanh,
