@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch.fx as fx
 from torch import nn
 
-from fxlaws.laws.cpu_kernel import KERNELS
+from fxlaws.laws.cpu_kernel import check_kernel
 from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics, law_metrics_for
 
 from .annotation import Annotation
@@ -183,8 +183,7 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
     """
     if mode not in ("graph", "hook"):
         raise ValueError(f"mode={mode!r}: use 'graph' or 'hook'")
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel={kernel!r}: use one of {KERNELS}")
+    check_kernel(kernel)  # before annotate: a typo fails fast
     if mode == "hook" and optimizer is None:
         raise ValueError("mode='hook' records after optimizer steps: pass optimizer=...")
     inner, wrappers = unwrap(model)

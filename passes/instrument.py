@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from fxlaws.laws.cpu_kernel import KERNELS, square_sums_module
+from fxlaws.laws.cpu_kernel import check_kernel, square_sums_module
 from fxlaws.laws.family import evaluate_all, square_needs
 
 __all__ = ["LawMetrics", "InstrumentPass", "law_metrics_for"]
@@ -56,8 +56,7 @@ class LawMetrics(nn.Module):
 
     def __init__(self, families, names: list[str], params: dict[str, Tensor], every: int = 1, kernel: str = "eager"):
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel={kernel!r}: use one of {KERNELS}")
+        check_kernel(kernel)
         if kernel == "cpp":
             square_sums_module()  # build (or load) now: a toolchain problem surfaces at instrument time
         self.families, self.names, self.every, self.kernel = list(families), list(names), int(every), kernel

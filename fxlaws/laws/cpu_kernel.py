@@ -18,11 +18,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["KERNELS", "square_sums_module", "kernel_eligible"]
+__all__ = ["KERNELS", "check_kernel", "square_sums_module", "kernel_eligible"]
 
 KERNELS = ("eager", "cpp")
 _SOURCE = Path(__file__).with_name("kernels") / "square_sums.cpp"
 _PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def check_kernel(kernel: str) -> None:
+    """Raise ValueError unless ``kernel`` names one of :data:`KERNELS`."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r}: use one of {KERNELS}")
 
 
 @functools.lru_cache(maxsize=None)
