@@ -124,9 +124,8 @@ class LawMetrics(nn.Module):
         ``conservation/step`` and ``conservation/nonfinite`` (how many law values are NaN/Inf: a
         diverged run is flagged, its drifts are NaN). One host sync: call sparingly."""
         with torch.no_grad():  # summaries on the device, then one small transfer
-            v, r = self.values, self.reference
-            drift = v - r
-            rel = drift.abs() / r.abs().clamp_min(1e-12)
+            v = self.values
+            drift, rel = _drift(v, self.reference)
             rows = [torch.stack([x.max(), x.mean(), x.pow(2).mean().sqrt(), d.norm()]) if x.numel() else v.new_zeros(4)
                     for x, d in zip(rel.split(self.sizes), drift.split(self.sizes))]
             flat = torch.cat(rows + [(~v.isfinite()).sum().to(v.dtype).reshape(1)]).cpu().tolist()
@@ -143,8 +142,9 @@ class LawMetrics(nn.Module):
         ``rel_drift`` (``|drift| / |h₀|``), on the device (no sync)."""
         out = {}
         for fam, v, r in zip(self.families, self.values.split(self.sizes), self.reference.split(self.sizes)):
-            v, r = v.view(fam.shape), r.view(fam.shape)
-            out[fam.name] = {"value": v, "drift": v - r, "rel_drift": (v - r).abs() / r.abs().clamp_min(1e-12)}
+            v = v.view(fam.shape)
+            drift, rel = _drift(v, r.view(fam.shape))
+            out[fam.name] = {"value": v, "drift": drift, "rel_drift": rel}
         return out
 
     def state(self) -> dict:
@@ -161,6 +161,12 @@ class LawMetrics(nn.Module):
                                        "same model the state was saved from")
         self.reference.copy_(state["reference"])
         self.calls, self.step = int(state["calls"]), int(state["step"])
+
+
+def _drift(values: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
+    """``h − h₀`` and the relative drift ``|h − h₀| / |h₀|`` (THEORY §3; |h₀| floored at 1e-12)."""
+    drift = values - reference
+    return drift, drift.abs() / reference.abs().clamp_min(1e-12)
 
 
 def law_metrics_for(ann, model: nn.Module, every: int = 1, kernel: str = "eager") -> LawMetrics:
