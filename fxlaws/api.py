@@ -8,14 +8,13 @@ from typing import Any, Optional, Sequence
 
 from torch import nn
 
-from fxlaws.passes.attach import AttachLawsPass, ParamFacts
-from fxlaws.passes.attention import AttentionPass
-from fxlaws.passes.normalise import NormalisePass
-from fxlaws.passes.partition import PartitionPass
+from fxlaws.passes import ANNOTATE, AnnotateState, run_passes
 
-from . import meta as M
 from .annotation import Annotation
 from .capture import capture, unwrap
+from .errors import UnsupportedOpError
+from .meta import get_op
+from .vocabulary import OpKind
 
 __all__ = ["annotate"]
 
@@ -32,6 +31,7 @@ def annotate(
     train: bool = True,
     frontend: str = "auto",
     leaf_modules: Sequence[str] = (),
+    strict: bool = False,
 ) -> Annotation:
     """Find the conservation laws of gradient-flow training of ``model``.
 
@@ -46,14 +46,19 @@ def annotate(
             (:class:`MetaDeviceError` says how to materialise).
         loss: None/"any" (laws for every loss), or "cross_entropy" (adds THEORY T1 on the logits).
         train: analyse training-mode behaviour (BatchNorm uses batch statistics, THEORY N1/N2).
-        frontend: capture front end ("auto" or "fx").
+        frontend: capture front end: "auto" (whole-model torch.fx, then torch.export, then torch.fx
+            with untraceable submodules kept opaque), "fx" or "export".
         leaf_modules: module paths to keep opaque (no law crosses them).
+        strict: raise :class:`UnsupportedOpError` when the graph holds an op fxlaws does not know
+            (instead of stopping the laws that reach it and saying why in ``no_law``). Teach fxlaws
+            such ops with :mod:`fxlaws.registry`.
 
     Returns:
         An :class:`Annotation`.
 
     Raises:
         ExampleInputsError, UntraceableModelError: with the module/node and how to fix.
+        UnsupportedOpError: ``strict=True`` and an op is unknown.
 
     Example:
         >>> from fxlaws.models import resnet18
@@ -66,19 +71,31 @@ def annotate(
     if example_inputs is None and hasattr(model, "example_inputs"):
         example_inputs = model.example_inputs()
     cap = capture(model, example_inputs, frontend=frontend, leaf_modules=leaf_modules)
-    gm = cap.graph_module
-    NormalisePass(train=train, opaque=cap.opaque)(gm)
-    partition = PartitionPass()(gm)
+    state = run_passes(ANNOTATE, AnnotateState(model, cap, train=train, loss=loss))
+    gm, families, reasons = cap.graph_module, state.laws.families, state.laws.reasons
+    canonical = state.laws.facts.canonical
+    if strict:
+        _raise_unsupported(gm)
 
-    canonical = {alias: name for name, aliases in cap.aliases.items() for alias in aliases}
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    facts = ParamFacts(shapes=shapes, trainable=cap.trainable, uses=_param_uses(gm, canonical),
-                       canonical=canonical)
-    attach = AttachLawsPass(facts, loss=loss)
-    families, reasons = attach(gm, partition)
-    AttentionPass(attach)(gm, model, cap.inputs)
-    attach._mark_nodes(gm, partition)  # again: attention families read parameters too
+    ann = Annotation(
+        model_name=type(model).__name__,
+        laws=families,
+        subsets=state.partition.graph,
+        graph=gm,
+        frontend=cap.frontend,
+        opaque=cap.opaque,
+        no_law=_no_law(model, gm, families, reasons, cap, canonical),
+        loss=loss or "any",
+        train=train,
+        param_shapes={n: tuple(p.shape) for n, p in model.named_parameters() if n in cap.trainable},
+        notes=_notes(model, families, loss, train, wrappers),
+    )
+    _log_unsupported(gm)
+    return ann
 
+
+def _notes(model, families, loss, train: bool, wrappers) -> list[str]:
+    """Assumptions made on the user's behalf, and facts the laws depend on (shown in reports)."""
     notes = []
     if loss == "cross_entropy" and not any(f.theory == "T1" for f in families):
         notes.append("loss='cross_entropy' but no T1 law: T1 needs forward to return one logits tensor made by a "
@@ -95,34 +112,7 @@ def annotate(
     if train and any(isinstance(m, _BATCH_NORMS) and not m.training for m in model.modules()):
         notes.append("BatchNorm modules are in eval mode; laws are for training mode (batch statistics). "
                      "Pass train=False for laws of eval-mode (fixed affine) BatchNorm.")
-    ann = Annotation(
-        model_name=type(model).__name__,
-        laws=families,
-        subsets=partition.graph,
-        graph=gm,
-        frontend=cap.frontend,
-        opaque=cap.opaque,
-        no_law=_no_law(model, gm, families, reasons, cap, canonical),
-        loss=loss or "any",
-        train=train,
-        param_shapes={n: s for n, s in shapes.items() if n in cap.trainable},
-        notes=notes,
-    )
-    _log_unsupported(gm)
-    return ann
-
-
-def _param_uses(gm, canonical) -> dict[str, int]:
-    uses: Counter = Counter()
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            for name, _ in gm.get_submodule(node.target).named_parameters(prefix=str(node.target), remove_duplicate=False):
-                uses[canonical.get(name, name)] += 1
-        elif node.op == "get_attr":  # reading only its shape (w.shape) is not a use of the values
-            name = str(node.target)
-            value_users = [u for u in node.users if M.get_op(u).kind != M.SHAPE]
-            uses[canonical.get(name, name)] += max(1, len(value_users))
-    return dict(uses)
+    return notes
 
 
 def _no_law(model, gm, families, reasons, cap, canonical) -> dict[str, str]:
@@ -130,10 +120,10 @@ def _no_law(model, gm, families, reasons, cap, canonical) -> dict[str, str]:
     op_reason: dict[str, str] = {}
     used = set()
     for node in gm.graph.nodes:
-        op = M.get_op(node)
+        op = get_op(node)
         if node.op == "call_module":
             used.add(str(node.target))
-        if op.kind == M.OPAQUE and op.module:
+        if op.kind is OpKind.OPAQUE and op.module:
             op_reason.setdefault(op.module, op.detail)
     out: dict[str, str] = {}
     for path, module in model.named_modules():
@@ -159,7 +149,22 @@ def _no_law(model, gm, families, reasons, cap, canonical) -> dict[str, str]:
     return out
 
 
+def _unsupported(gm) -> Counter:
+    """What each OPAQUE node is (its detail up to the node name), counted."""
+    return Counter(get_op(n).detail.split(" (")[0] for n in gm.graph.nodes if get_op(n).kind is OpKind.OPAQUE)
+
+
 def _log_unsupported(gm) -> None:
-    unsupported = Counter(M.get_op(n).detail.split(" (")[0] for n in gm.graph.nodes if M.get_op(n).kind == M.OPAQUE)
-    for what, k in unsupported.items():
+    for what, k in _unsupported(gm).items():
         log.info("unsupported op %s (x%d): no law crosses it", what, k)
+
+
+def _raise_unsupported(gm) -> None:
+    unsupported = _unsupported(gm)
+    if unsupported:
+        listed = ", ".join(f"{what} (x{k})" for what, k in unsupported.most_common(5))
+        raise UnsupportedOpError(
+            f"strict=True and the graph holds ops fxlaws does not know: {listed}. Declare what they compute with "
+            "fxlaws.registry.register_module / register_function (e.g. rms_norm(), activation(1.0), or "
+            "decompose=reference), keep them opaque with strict=False (no law crosses them), or pass "
+            "leaf_modules=[...] for modules you want opaque on purpose.")

@@ -12,6 +12,7 @@ __all__ = [
     "StaleAnnotationError",
     "MetaDeviceError",
     "KernelBuildError",
+    "PassOrderError",
 ]
 
 
@@ -44,6 +45,10 @@ class MetaDeviceError(FxlawsError):
 
 class KernelBuildError(FxlawsError):
     """An opt-in compiled kernel (``fxlaws.instrument(..., kernel="cpp")``) could not be built here."""
+
+
+class PassOrderError(FxlawsError):
+    """A pass ran before the pass whose output it reads (a bug in a pipeline, not in the user's model)."""
 
 
 def require_values(named_tensors: Iterable, what: str) -> None:

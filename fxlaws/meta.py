@@ -10,30 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-META_KEY = "fxlaws"
+from .errors import PassOrderError
+from .vocabulary import Arith, NormKind, OpKind
 
-# Canonical op kinds (normalise writes exactly one per node).
-INPUT = "input"          # placeholder
-PARAM = "param"          # get_attr (a parameter or buffer read as a value)
-LINEAR = "linear"        # y = x W^T + b along the last axis (nn.Linear, F.linear, x @ W)
-CONV = "conv"            # nn.ConvNd / F.convNd, channel axis 1
-NORM = "norm"            # batch / layer / group / instance / rms normalisation
-ACT = "act"              # element-wise activation; ``degree`` is its positive homogeneity (or None)
-IDENTITY = "identity"    # value-preserving: Identity, contiguous, clone, dtype casts; Dropout (diag only)
-POOL = "pool"            # spatial pooling on axis >= 2 (max or avg)
-REDUCE = "reduce"        # mean / sum over given dims
-RESHAPE = "reshape"      # view / reshape / flatten / unflatten / squeeze / unsqueeze
-PERMUTE = "permute"      # permute / transpose / t / movedim
-ADD = "add"              # add / sub (and their in-place operator forms)
-MUL = "mul"              # mul / div / neg
-CAT = "cat"              # torch.cat along ``axis``
-SPLIT = "split"          # split / chunk along ``axis`` (tuple output)
-GETITEM = "getitem"      # indexing a tuple or a tensor
-SOFTMAX = "softmax"      # softmax / log_softmax along ``axis``
-MHA = "mha"              # nn.MultiheadAttention (packed in_proj, same embed dim): ``groups`` = heads
-SHAPE = "shape"          # size / dim / shape / dtype: reads no values
-OUTPUT = "output"
-OPAQUE = "opaque"        # anything else: stops every law
+META_KEY = "fxlaws"
 
 
 @dataclass(frozen=True)
@@ -41,40 +21,42 @@ class CanonicalOp:
     """What a graph node does, in the small vocabulary the partition pass reasons about.
 
     Attributes:
-        kind: one of the kind constants above.
+        kind: the :class:`~fxlaws.vocabulary.OpKind`.
         module: qualified path of the module the node belongs to (``layer1.0.conv1``), or None.
         weight, bias: qualified parameter names read by linear / conv / norm nodes.
         w_out_axis, w_in_axis: which weight axis indexes output / input channels (linear: 0 / 1;
             ``x @ W``: 1 / 0).
         degree: positive-homogeneity degree of an activation (``act(λx) = λ^k act(x)`` for λ > 0);
             None if it has none.
-        gl: True when the op commutes with any invertible mixing of the channel axis (linear and
+        allows_mixing: True when the op commutes with any invertible mixing of the channel axis (linear and
             identical on every channel); False for element-wise nonlinear or random ops.
         axis: cat / split / softmax dim (may be negative), or the number of trailing dims a
             LayerNorm / RMSNorm normalises.
         groups: conv groups, or GroupNorm's number of groups.
-        norm: normalisation kind: "batch", "layer", "group", "instance", "rms".
+        norm: the :class:`~fxlaws.vocabulary.NormKind` of a NORM.
         centered: the norm subtracts a mean (N1 applies); False for RMSNorm.
+        variant: which ADD / MUL op (add or sub; mul, div or neg).
         mode_dependent: the norm keeps running statistics (batch statistics only in train mode).
         dims: reduce dims; keepdim flag in ``keepdim``.
         detail: a short human description, used in "why no law" reasons.
     """
 
-    kind: str
+    kind: OpKind
     module: Optional[str] = None
     weight: Optional[str] = None
     bias: Optional[str] = None
     w_out_axis: int = 0
     w_in_axis: int = 1
     degree: Optional[float] = None
-    gl: bool = True
+    allows_mixing: bool = True
     axis: Optional[int] = None
     groups: int = 1
-    norm: Optional[str] = None
+    norm: Optional[NormKind] = None
     centered: bool = False
     dims: Optional[tuple] = None
     keepdim: bool = False
     mode_dependent: bool = False  # a norm whose statistics differ between train and eval mode
+    variant: Optional[Arith] = None
     flags: frozenset = frozenset()  # op-specific facts, e.g. {"add_zero_attn"} for MultiheadAttention
     detail: str = ""
 
@@ -93,9 +75,21 @@ class NodeMeta:
 
 
 def get_op(node) -> CanonicalOp:
-    """Return the canonical op normalise stored on ``node`` (OPAQUE if the pass has not run)."""
+    """Return the canonical op the normalise pass stored on ``node``.
+
+    Raises:
+        PassOrderError: the node carries no record (normalise has not run on its graph).
+    """
     meta = node.meta.get(META_KEY)
-    return meta.op if meta is not None else CanonicalOp(OPAQUE, detail=str(node.target))
+    if meta is None:
+        raise PassOrderError(f"node {node.name!r} ({node.op} {node.target}) has no node.meta[{META_KEY!r}]: run "
+                             "NormalisePass on the graph first")
+    return meta.op
+
+
+def has_ops(graph) -> bool:
+    """Every node of ``graph`` (an ``fx.Graph``) carries a canonical op (normalise ran on it)."""
+    return all(META_KEY in n.meta for n in graph.nodes)
 
 
 def is_number(arg) -> bool:

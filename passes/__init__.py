@@ -1,7 +1,21 @@
-"""torch.fx graph passes of fxlaws: normalise → partition → attach laws → attention (→ instrument)."""
+"""torch.fx graph passes of fxlaws: normalise → partition → attach laws → attention → mark laws
+(the annotate pipeline, :data:`ANNOTATE`), and instrument (a rewrite the user asks for).
 
-from .attach import AttachLawsPass, ParamFacts
+Every pass follows one protocol (:class:`~fxlaws.passes.base.FxlawsPass`: ``requires`` → ``call``
+→ ``ensures``, returning a :class:`~fxlaws.passes.base.PassResult`); the annotate passes hand on
+one typed state (:class:`~fxlaws.passes.pipeline.AnnotateState`). See passes/README.md.
+"""
+
+from .attach import AttachLawsPass
+from .attention import AttentionPass
+from .base import FxlawsPass, PassResult
+from .marks import MarkLawsPass
 from .normalise import NormalisePass
 from .partition import Partition, PartitionPass
+from .pipeline import AnnotateState, run_passes
 
-__all__ = ["NormalisePass", "PartitionPass", "Partition", "AttachLawsPass", "ParamFacts"]
+#: the passes of ``fxlaws.annotate``, in order
+ANNOTATE = (NormalisePass(), PartitionPass(), AttachLawsPass(), AttentionPass(), MarkLawsPass())
+
+__all__ = ["ANNOTATE", "AnnotateState", "FxlawsPass", "PassResult", "run_passes", "NormalisePass", "PartitionPass",
+           "Partition", "AttachLawsPass", "AttentionPass", "MarkLawsPass"]

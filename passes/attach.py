@@ -1,396 +1,222 @@
 """Attach-laws pass: turn coupling classes into :class:`~fxlaws.laws.LawFamily` objects.
 
-Reads a :class:`~fxlaws.passes.partition.Partition` and parameter facts (trainable, tied, shapes);
-writes the law names into ``node.meta["fxlaws"].laws`` of the nodes whose parameters they read, and
-returns the families plus, per module, why a class carried no law. THEORY rows: R1–R3, G1 (channel
-couplings), N1–N3 (normalisations), T1/T2 (softmax translations).
+Reads the partition (``state.partition``) and parameter facts (trainable, tied, shapes); writes
+``state.laws``, a :class:`~fxlaws.laws.builder.LawBuilder` holding the families and, per module,
+why a class carried no law. THEORY rows: R1–R3, S1, S2, G1 (channel couplings), N1–N3
+(normalisations), T1/T2 (softmax translations), A1–A3 inside ``nn.MultiheadAttention``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from collections import Counter
+from typing import Optional
 
 import torch.fx as fx
 
-from fxlaws import meta as M
-from fxlaws.laws import symbolic as S
-from fxlaws.laws.family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, SumTerms
-from fxlaws.laws.slots import Piece
-from fxlaws.laws.slots import Slot
+from fxlaws.errors import PassOrderError
+from fxlaws.laws.builder import LawBuilder, ParamFacts
+from fxlaws.laws.slots import Piece, Slot
+from fxlaws.meta import CanonicalOp, get_op
+from fxlaws.vocabulary import OpKind
 
-from .partition import Coupling, NormSink, Partition, Space
+from .base import FxlawsPass, PassResult
+from .partition import Coupling, NormSink, Space
+from .pipeline import AnnotateState
 
-__all__ = ["AttachLawsPass", "ParamFacts"]
+__all__ = ["AttachLawsPass", "param_facts"]
 
-
-@dataclass
-class ParamFacts:
-    """What attach needs to know about parameters.
-
-    Attributes:
-        shapes: canonical name -> shape.
-        trainable: canonical names with requires_grad.
-        uses: canonical name -> number of graph nodes reading it (> 1: tied / reused).
-        canonical: any qualified name (alias) -> canonical name.
-    """
-
-    shapes: Mapping[str, tuple[int, ...]]
-    trainable: frozenset[str]
-    uses: Mapping[str, int]
-    canonical: Mapping[str, str] = field(default_factory=dict)
+_LOSSES = (None, "any", "cross_entropy")
 
 
-def _fmt_coef(c: float) -> str:
-    return "" if abs(c) == 1 else f"{abs(c):g}·"
+def param_facts(state: AnnotateState) -> ParamFacts:
+    """Shapes, trainable names, use counts and aliases of the captured model's parameters."""
+    cap = state.capture
+    canonical = {alias: name for name, aliases in cap.aliases.items() for alias in aliases}
+    shapes = {name: tuple(p.shape) for name, p in state.model.named_parameters()}
+    return ParamFacts(shapes=shapes, trainable=cap.trainable, uses=_param_uses(state.graph_module, canonical),
+                      canonical=canonical)
 
 
-def _sq_text(slot: Slot, ndim: int) -> str:
-    return f"{slot.describe()}²" if ndim == 1 else f"‖{slot.describe()}‖²"
+def _param_uses(gm: fx.GraphModule, canonical) -> dict[str, int]:
+    uses: Counter = Counter()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            for name, _ in gm.get_submodule(node.target).named_parameters(prefix=str(node.target), remove_duplicate=False):
+                uses[canonical.get(name, name)] += 1
+        elif node.op == "get_attr":  # reading only its shape (w.shape) is not a use of the values
+            name = str(node.target)
+            value_users = [u for u in node.users if get_op(u).kind.reads_values]
+            uses[canonical.get(name, name)] += max(1, len(value_users))
+    return dict(uses)
 
 
-class AttachLawsPass:
-    """``AttachLawsPass(facts, loss=None)(gm, partition) -> (families, reasons)``.
+def _labels(spaces) -> str:
+    return "+".join(dict.fromkeys(sp.module or sp.node for sp in spaces))
 
-    Args:
-        facts: parameter facts (see :class:`ParamFacts`).
-        loss: None / "any" (laws for every loss) or "cross_entropy" (adds T1 on the logits layer).
-    """
 
-    def __init__(self, facts: ParamFacts, loss: Optional[str] = None):
-        if loss not in (None, "any", "cross_entropy"):
-            raise ValueError(f"loss={loss!r} is not supported; use None, 'any' or 'cross_entropy'.")
-        self.facts = facts
-        self.loss = loss
+class AttachLawsPass(FxlawsPass[AnnotateState]):
+    """Write ``state.laws`` from ``state.partition`` (and nn.MultiheadAttention nodes of the graph)."""
 
-    def __call__(self, gm: fx.GraphModule, partition: Partition):
-        self.families: list[LawFamily] = []
-        self.reasons: dict[str, list[str]] = {}
-        self.names: set[str] = set()
-        self.bilinear = {s for pair in partition.products for s in pair}
-        for coupling in partition.couplings:
-            self._coupling(coupling)
-        for node in gm.graph.nodes:
-            op = M.get_op(node)
-            if op.kind == M.MHA:
-                self._multihead_attention(op)
-        self._mark_nodes(gm, partition)
-        return self.families, self.reasons
+    def requires(self, state: AnnotateState) -> None:
+        if state.partition is None:
+            raise PassOrderError("AttachLawsPass reads state.partition: run PartitionPass first")
+        if state.loss not in _LOSSES:
+            raise ValueError(f"loss={state.loss!r} is not supported; use None, 'any' or 'cross_entropy'.")
 
-    # --- helpers ---------------------------------------------------------------------------------
-    def _canon(self, slot: Slot) -> Slot:
-        name = self.facts.canonical.get(slot.param, slot.param)
-        return slot if name == slot.param else dataclasses.replace(slot, param=name)
+    def call(self, state: AnnotateState) -> PassResult[AnnotateState]:
+        laws = LawBuilder(param_facts(state))
+        bilinear = {s for pair in state.partition.products for s in pair}
+        for coupling in state.partition.couplings:
+            _Coupled(laws, coupling, bilinear, state.loss).attach()
+        for node in state.graph_module.graph.nodes:
+            op = get_op(node)
+            if op.kind is OpKind.MHA:
+                _multihead_attention(laws, op)
+        state.laws = laws
+        return PassResult(state, bool(laws.families))
 
-    def _slot_problem(self, slot: Slot) -> Optional[str]:
-        name = slot.param
-        if name not in self.facts.shapes:
-            return f"{name} is not a parameter (a buffer or a computed tensor, e.g. a parametrization)"
-        if name not in self.facts.trainable:
-            return f"{name} is frozen (requires_grad=False): it is not a coordinate of training"
-        if self.facts.uses.get(name, 0) > 1:
-            return f"{name} is used at {self.facts.uses[name]} places (tied/shared weights)"
-        return None
 
-    def _note(self, modules, reason: str) -> None:
-        for m in modules:
-            if m is None:
-                continue
-            bucket = self.reasons.setdefault(m, [])
-            if reason not in bucket:
-                bucket.append(reason)
+class _Coupled:
+    """The laws of one coupling class (spaces merged by adds) and everything that uses it."""
 
-    def _unique(self, name: str) -> str:
-        base, i = name, 2
-        while name in self.names:
-            name, i = f"{base}#{i}", i + 1
-        self.names.add(name)
-        return name
+    def __init__(self, laws: LawBuilder, c: Coupling, bilinear: set, loss: Optional[str]):
+        self.laws, self.c, self.bilinear, self.loss = laws, c, bilinear, loss
+        self.modules = ([sp.module for sp in c.spaces] + [s.module for s in c.sinks]
+                        + [n.module for n in c.norms])
+        # canonical (tied-alias-resolved) slots, read without touching the partition
+        self.sources = {sp.id: [laws.canonical(s) for s in sp.sources] for sp in c.spaces}
+        self.sinks = [(k, laws.canonical(k.slot)) for k in c.sinks]
 
-    def _family(self, *, name, kind, theory, slots, modules, expr, shape, count, exact, assumptions,
-                formula, evaluator) -> LawFamily:
-        params = tuple(dict.fromkeys(s.param for s in slots))
-        fam = LawFamily(
-            name=self._unique(name), kind=kind, theory=theory, params=params,
-            modules=tuple(dict.fromkeys(m for m in modules if m)), expr=expr,
-            symbols={S.symbol_name(p): p for p in params}, shape=tuple(shape), count=int(count),
-            exact=exact, assumptions=frozenset(assumptions), formula=formula, _evaluator=evaluator,
-            slots=tuple(slots),
-        )
-        self.families.append(fam)
-        return fam
-
-    # --- one coupling class ----------------------------------------------------------------------
-    def _coupling(self, c: Coupling) -> None:
-        src_modules = [sp.module for sp in c.spaces]
-        sink_modules = [s.module for s in c.sinks] + [n.module for n in c.norms]
-        modules = src_modules + sink_modules
-        for sp in c.spaces:
-            if sp.weight is not None:
-                sp.weight = self._canon(sp.weight)
-            if sp.bias is not None:
-                sp.bias = self._canon(sp.bias)
-        for s in c.sinks:
-            s.slot = self._canon(s.slot)
-
+    def attach(self) -> None:
+        c = self.c
         if c.breaks:
             for b in c.breaks:
-                self._note(modules, b)
+                self.laws.note(self.modules, b)
             return
         uses = bool(c.sinks) + bool(c.norms) + bool(c.terminals)
         if uses == 0:
             return  # channels never used: nothing to conserve that training can change
         if uses > 1 or len({t.node for t in c.terminals}) > 1 or len({n.node for n in c.norms}) > 1:
-            self._note(modules, "channels reach several kinds of use (consumer, normalisation, softmax/output): "
-                                "no common symmetry")
-            return
-        if c.sinks:
-            self._rescale(c, modules)
+            self.laws.note(self.modules, "channels reach several kinds of use (consumer, normalisation, "
+                                         "softmax/output): no common symmetry")
+        elif c.sinks:
+            self._rescale()
         elif c.norms:
-            self._norm(c, c.norms[0], modules)
+            self._norm(c.norms[0])
         else:
-            self._translation(c, modules)
+            self._translation()
 
-    def _rescale(self, c: Coupling, modules) -> None:
-        sources = [s for sp in c.spaces for s in sp.sources]
-        sinks = c.sinks
-        problems = [p for p in (self._slot_problem(s) for s in sources + [k.slot for k in sinks]) if p]
-        if problems:
-            for p in problems:
-                self._note(modules, p)
+    def _all_sources(self) -> list[Slot]:
+        return [s for sp in self.c.spaces for s in self.sources[sp.id]]
+
+    def _rescale(self) -> None:
+        """R1–R3, S1, S2, N3 (one λ per channel), or G1 when every op on the way admits mixing."""
+        c, sources = self.c, self._all_sources()
+        if not self.laws.usable(sources + [slot for _, slot in self.sinks], self.modules):
             return
-        shapes = self.facts.shapes
-        C = c.channels
-        src_names = "+".join(dict.fromkeys(sp.module or sp.node for sp in c.spaces))
-        sink_names = "+".join(dict.fromkeys(k.module or k.node for k in sinks))
+        label = f"{_labels(c.spaces)}>{'+'.join(dict.fromkeys(k.module or k.node for k, _ in self.sinks))}"
         is_norm = any(sp.producer == "norm" for sp in c.spaces)
-        gl = (not is_norm and all(sp.gl for sp in c.spaces) and all(k.gl and k.slot.is_full for k in sinks))
         terms = [(s, 1.0) for s in sources]
-        if gl:
-            terms += [(k.slot, -1.0) for k in sinks]
-            cols = sum(_cols(s, shapes) for s, _ in terms)
-            free = C - min(C, cols)
-            count = C * (C + 1) // 2 - free * (free + 1) // 2
-            text = " ".join(
-                f"{'+' if coef > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, coef in terms
-            ).lstrip("+ ")
-            self._family(
-                name=f"gl:{src_names}>{sink_names}", kind="gl", theory="G1", slots=[s for s, _ in terms],
-                modules=modules, expr=S.deferred(S.gram_expr, terms, shapes), shape=(C, C), count=count, exact=True,
-                assumptions={"any-loss"}, formula=f"{text}  for j, k < {C}", evaluator=GramTerms(tuple(terms)),
-            )
+        if not is_norm and all(sp.allows_mixing for sp in c.spaces) and all(k.allows_mixing and slot.is_full for k, slot in self.sinks):
+            self.laws.gram(terms + [(slot, -1.0) for _, slot in self.sinks], c.channels, label, self.modules)
             return
-        terms += [(k.slot, -k.degree) for k in sinks]
-        if is_norm:
-            theory = "N3"
-        elif any(sp.id in self.bilinear for sp in c.spaces):
-            theory = "S2"
-        elif any(k.gated for k in sinks):
-            theory = "S1"
-        elif any(k.degree != 1 for k in sinks):
-            theory = "R3"
-        elif len(c.spaces) > 1 or _shared_channels(sinks, C):
-            theory = "R2"
-        else:
-            theory = "R1"
-        text = " ".join(
-            f"{'+' if coef > 0 else '−'} {_fmt_coef(coef)}{_sq_text(s, len(shapes[s.param]))}" for s, coef in terms
-        ).lstrip("+ ")
-        self._family(
-            name=f"rescale:{src_names}>{sink_names}", kind="rescale", theory=theory, slots=[s for s, _ in terms],
-            modules=modules, expr=S.deferred(S.diag_expr, terms, shapes), shape=(C,), count=C, exact=True,
-            assumptions={"any-loss"}, formula=f"{text}  for j < {C}", evaluator=DiagonalTerms(tuple(terms)),
-        )
+        terms += [(slot, -k.degree) for k, slot in self.sinks]
+        self.laws.diagonal(terms, c.channels, label, self._rescale_row(is_norm), self.modules)
 
-    def _norm(self, c: Coupling, norm: NormSink, modules) -> None:
-        shapes = self.facts.shapes
-        C, group = c.channels, norm.group
+    def _rescale_row(self, is_norm: bool) -> str:
+        c, sinks = self.c, [k for k, _ in self.sinks]
+        if is_norm:
+            return "N3"
+        if any(sp.id in self.bilinear for sp in c.spaces):
+            return "S2"
+        if any(k.gated for k in sinks):
+            return "S1"
+        if any(k.degree != 1 for k in sinks):
+            return "R3"
+        if len(c.spaces) > 1 or _shared_channels([slot for _, slot in self.sinks], c.channels):
+            return "R2"
+        return "R1"
+
+    def _norm(self, norm: NormSink) -> None:
+        """N2 (a common scale per norm group, eps-broken) and N1 (translations the norm centres away)."""
+        c = self.c
         mode = {"norm-train-mode"} if norm.op.mode_dependent else set()
         label = norm.module or norm.node
-        src_names = "+".join(dict.fromkeys(sp.module or sp.node for sp in c.spaces))
-        sources = [s for sp in c.spaces for s in sp.sources]
-        problems = [p for p in (self._slot_problem(s) for s in sources) if p]
-        if problems:
-            for p in problems:
-                self._note(modules, p)
-        else:  # N2: a common scale per norm group is absorbed (exact only as eps -> 0)
-            terms = tuple((s, 1.0) for s in sources)
-            inner = " + ".join(_sq_text(s, len(shapes[s.param])) for s, _ in terms)
-            where = f"for j < {C}" if group == 1 else f"summed over each group of {group} channels ({C // group} groups)"
-            self._family(
-                name=f"scale:{src_names}>{label}", kind="scale", theory="N2", slots=list(sources),
-                modules=modules, expr=S.deferred(S.diag_expr, terms, shapes, group), shape=(C // group,) if C // group > 1 else (),
-                count=C // group, exact=False, assumptions={"any-loss"} | mode,
-                formula=f"{inner}  {where}  (eps-broken: exact only as {label}.eps → 0)",
-                evaluator=_Squeezed(DiagonalTerms(terms, group)) if C // group == 1 else DiagonalTerms(terms, group),
-            )
-        if not norm.shift:
+        sources = self._all_sources()
+        if self.laws.usable(sources, self.modules):
+            self.laws.group_scale(sources, c.channels, norm.group, f"{_labels(c.spaces)}>{label}", label,
+                                  {"any-loss"} | mode, self.modules)
+        if not norm.translations:
             return
-        for sp in c.spaces:  # N1: translations constant over the averaged axes (a norm producer's
-            candidates = [(sp.bias, "bias")]  # shift β is one: LN -> LN, BN -> BN)
-            if norm.weight_shift and sp.producer == "linear":
+        for sp in c.spaces:  # a norm producer's shift β is one too (LN -> LN, BN -> BN)
+            candidates = [(sp.bias, "bias")]
+            if norm.weight_translations and sp.producer == "linear":
                 candidates.append((sp.weight, "weight"))
-            self._sums(sp, candidates, group, theory="N1", kind_label=f"{sp.module or sp.node}>{label}",
-                       assumptions={"any-loss"} | mode, modules=modules)
+            self._sums(sp, candidates, norm.group, "N1", f"{sp.module or sp.node}>{label}", {"any-loss"} | mode)
 
-    def _translation(self, c: Coupling, modules) -> None:
-        term = c.terminals[0]
-        if not term.shift:
-            self._note(modules, f"channels reach {term.kind} through ops that do not preserve translations")
+    def _translation(self) -> None:
+        """T1 (logits under softmax-cross-entropy) or T2 (a softmax inside the model)."""
+        term = self.c.terminals[0]
+        if not term.translations:
+            self.laws.note(self.modules, f"channels reach {term.kind} through ops that do not preserve translations")
             return
         if term.kind == "output":
             if self.loss != "cross_entropy":
-                self._note(modules, "output logits: a translation law holds only under softmax-cross-entropy "
-                                    "(pass loss='cross_entropy')")
+                self.laws.note(self.modules, "output logits: a translation law holds only under "
+                                             "softmax-cross-entropy (pass loss='cross_entropy')")
                 return
             if not term.single:
-                self._note(modules, "the model returns several values: which one is the logits is unknown")
+                self.laws.note(self.modules, "the model returns several values: which one is the logits is unknown")
                 return
             theory, assumptions = "T1", {"softmax-cross-entropy"}
         else:
             theory, assumptions = "T2", {"any-loss"}
-        for sp in c.spaces:
-            if sp.producer != "linear":
-                continue
-            self._sums(sp, [(sp.weight, "weight"), (sp.bias, "bias")], sp.channels, theory=theory,
-                       kind_label=sp.module or sp.node, assumptions=assumptions, modules=modules)
+        for sp in self.c.spaces:
+            if sp.producer == "linear":
+                self._sums(sp, [(sp.weight, "weight"), (sp.bias, "bias")], sp.channels, theory,
+                           sp.module or sp.node, assumptions)
 
-    def _sums(self, sp: Space, candidates, group: int, *, theory, kind_label, assumptions, modules) -> None:
-        shapes = self.facts.shapes
+    def _sums(self, sp: Space, candidates, group: int, theory: str, label: str, assumptions) -> None:
         for slot, role in candidates:
-            if slot is None:
-                continue
-            problem = self._slot_problem(slot)
-            if problem:
-                self._note(modules, problem)
-                continue
-            p_shape = shapes[slot.param]
-            rest = [n for d, n in enumerate(p_shape) if d != slot.axis]
-            rest_n = 1
-            for n in rest:
-                rest_n *= n
-            groups = sp.channels // group
-            shape = ((groups,) if groups > 1 else ()) + (tuple(rest) if rest else ())
-            if group == 1:
-                text = f"{slot.describe()}  for j < {sp.channels}"
-            else:
-                sel = ":" if groups == 1 else "j ∈ g"
-                text = f"Σ_{{{sel if groups > 1 else 'j'}}} {slot.describe()}" + (
-                    f"  for each group g of {group} channels" if groups > 1 else "")
-            self._family(
-                name=f"translation:{kind_label}:{role}", kind="translation", theory=theory, slots=[slot],
-                modules=modules, expr=S.deferred(S.sum_expr, slot, shapes, group), shape=shape, count=groups * rest_n,
-                exact=True, assumptions=assumptions, formula=text, evaluator=SumTerms(slot, group),
-            )
-
-    def _multihead_attention(self, op) -> None:
-        """A1 (q/k per head), A2 (v/out per head), A3 (key bias) inside an nn.MultiheadAttention.
-
-        ``in_proj_weight`` stacks the q, k, v projections (rows [0, E), [E, 2E), [2E, 3E)); head h
-        owns rows h·dh … (h+1)·dh − 1 of each block and columns of the same range in out_proj.
-        """
-        shapes = self.facts.shapes
-        w, b = op.weight, op.bias
-        out_w = f"{op.module}.out_proj.weight"
-        E = shapes[w][1] if w in shapes else None
-        params = [p for p in (w, b, out_w) if p is not None]
-        problems = [p for p in (self._slot_problem(Slot.full(p, 0, 1)) for p in params) if p]
-        if E is None or problems:
-            self._note([op.module], "; ".join(problems) or f"{op.module}: parameters not found")
-            return
-        H = op.groups
-        dh = E // H
-
-        def block(param, k):  # channels [0, E) at rows k·E … of the packed parameter
-            return Slot(param, 0, (Piece(0, E, offset=k * E),), E)
-
-        q = [block(w, 0)] + ([block(b, 0)] if b else [])
-        k = [block(w, 1)] + ([block(b, 1)] if b else [])
-        v = [block(w, 2)] + ([block(b, 2)] if b else [])
-        heads = tuple(range(H))
-        o = [Slot(out_w, 1, (Piece(0, E),), E)]
-        self._block_gram_family("attention-qk", "A1", tuple((s, c, heads) for s, c in [(s, 1.0) for s in q] + [
-            (s, -1.0) for s in k]), H, dh, op.module, [op.module], "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
-        self._block_gram_family("attention-vo", "A2", tuple((s, c, heads) for s, c in [(s, 1.0) for s in v] + [
-            (s, -1.0) for s in o]), H, dh, op.module, [op.module], "V̄_h V̄_hᵀ − O_hᵀ O_h")
-        if b and "add_zero_attn" not in op.flags:  # A3: softmax over keys ignores a common key shift
-            # (an appended zero key would score q·0 and break it)
-            slot = block(b, 1)
-            self._family(
-                name=f"translation:{op.module}:key-bias", kind="translation", theory="A3", slots=[slot],
-                modules=[op.module], expr=S.deferred(S.sum_expr, slot, shapes, 1), shape=(E,), count=E, exact=True,
-                assumptions={"any-loss"}, formula=f"{b}[{E}+j]  (key bias) for j < {E}",
-                evaluator=SumTerms(slot, 1),
-            )
-
-    def _block_gram_family(self, kind, theory, terms, blocks, dh, label, modules, math) -> None:
-        """Per-group Gram family (rows A1, A2, A4): terms are (slot, coef, group of each head).
-
-        ``count``: per group, dh(dh+1)/2 − s(s+1)/2 with s = dh − min(dh, columns in the group).
-        """
-        shapes = self.facts.shapes
-        per_block_cols = [0] * blocks
-        for slot, _, groups in terms:
-            rest = 1
-            for d, n in enumerate(shapes[slot.param]):
-                if d != slot.axis:
-                    rest *= n
-            for g in groups:
-                per_block_cols[g] += rest
-        count = 0
-        for cols in per_block_cols:
-            free = dh - min(dh, cols)
-            count += dh * (dh + 1) // 2 - free * (free + 1) // 2
-        plain = tuple((s, c) for s, c, _ in terms)
-        text = " ".join(f"{'+' if c > 0 else '−'} ⟨{s.describe('j')}, {s.describe('k')}⟩" for s, c, _ in terms)
-        self._family(
-            name=f"{kind}:{label}", kind=kind, theory=theory, slots=[s for s, _, _ in terms], modules=modules,
-            expr=S.deferred(S.gram_expr, plain, shapes), shape=(blocks, dh, dh), count=count, exact=True,
-            assumptions={"any-loss"},
-            formula=f"{math}: {text.lstrip('+ ')}  for j, k in one head, {blocks} group(s) of {dh}",
-            evaluator=BlockGramTerms(tuple(terms), blocks),
-        )
-
-    def _mark_nodes(self, gm: fx.GraphModule, partition: Partition) -> None:
-        by_param: dict[str, list[str]] = {}
-        for fam in self.families:
-            for p in fam.params:
-                by_param.setdefault(p, []).append(fam.name)
-        for node in gm.graph.nodes:
-            meta = node.meta.get(M.META_KEY)
-            if meta is None:
-                continue
-            names = []
-            for p in (meta.op.weight, meta.op.bias):
-                if p is not None:
-                    names.extend(by_param.get(self.facts.canonical.get(p, p), ()))
-            if names:
-                node.meta[M.META_KEY] = dataclasses.replace(meta, laws=tuple(dict.fromkeys(names)))
+            if slot is not None:
+                self.laws.sums(self.laws.canonical(slot), sp.channels, group, theory=theory, label=f"{label}:{role}",
+                               assumptions=assumptions, modules=self.modules)
 
 
-@dataclass(frozen=True)
-class _Squeezed:
-    inner: DiagonalTerms
+def _multihead_attention(laws: LawBuilder, op: CanonicalOp) -> None:
+    """A1 (q/k per head), A2 (v/out per head), A3 (key bias) inside an nn.MultiheadAttention.
 
-    def __call__(self, params):
-        return self.inner(params).reshape(())
+    ``in_proj_weight`` stacks the q, k, v projections (rows [0, E), [E, 2E), [2E, 3E)); head h
+    owns rows h·dh … (h+1)·dh − 1 of each block and columns of the same range in out_proj.
+    """
+    shapes = laws.facts.shapes
+    w, b, out_w = op.weight, op.bias, f"{op.module}.out_proj.weight"
+    E = shapes[w][1] if w in shapes else None
+    problems = [p for p in (laws.slot_problem(Slot.full(p, 0, 1)) for p in (w, b, out_w) if p is not None) if p]
+    if E is None or problems:
+        laws.note([op.module], "; ".join(problems) or f"{op.module}: parameters not found")
+        return
+
+    def block(param, k):  # channels [0, E) at rows k·E … of the packed parameter
+        return Slot(param, 0, (Piece(0, E, offset=k * E),), E)
+
+    heads = tuple(range(op.groups))
+    q, k, v = ([block(w, i)] + ([block(b, i)] if b else []) for i in range(3))
+    o = [Slot(out_w, 1, (Piece(0, E),), E)]
+    dh = E // op.groups
+    laws.block_gram("attention-qk", "A1", tuple([(s, 1.0, heads) for s in q] + [(s, -1.0, heads) for s in k]),
+                    op.groups, dh, op.module, [op.module], "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
+    laws.block_gram("attention-vo", "A2", tuple([(s, 1.0, heads) for s in v] + [(s, -1.0, heads) for s in o]),
+                    op.groups, dh, op.module, [op.module], "V̄_h V̄_hᵀ − O_hᵀ O_h")
+    if b and "add_zero_attn" not in op.flags:  # an appended zero key would score q·0 and break A3
+        laws.key_bias(block(b, 1), op.module, [op.module], f"{b}[{E}+j]  (key bias) for j < {E}")
 
 
-def _cols(slot: Slot, shapes) -> int:
-    shape = shapes[slot.param]
-    rest = 1
-    for d, n in enumerate(shape):
-        if d != slot.axis:
-            rest *= n
-    return sum(p.inner for p in slot.pieces) * rest
-
-
-def _shared_channels(sinks, channels: int) -> bool:
+def _shared_channels(slots, channels: int) -> bool:
     """Some channel reaches more than one consumer (R2 rather than R1)."""
     hits = [0] * channels
-    for sink in sinks:
-        for piece in sink.slot.pieces:
+    for slot in slots:
+        for piece in slot.pieces:
             for j in range(piece.start, piece.stop):
                 hits[j] += 1
     return max(hits, default=0) > 1

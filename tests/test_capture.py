@@ -10,7 +10,7 @@ from torch import nn
 
 import fxlaws
 from fxlaws.capture import Capture, capture, normalise_inputs
-from fxlaws.passes.partition import _map_reshape
+from fxlaws.passes.spaces import map_reshape
 from fuzz_models import DataDependent, StraightThroughReLU  # untraceable Linear; forward ReLU, backward identity
 
 
@@ -284,4 +284,4 @@ def test_custom_autograd_function_is_opaque(encoder):
     ((2, 16, 4, 4), (2, 4, 64), 1, None),
 ])
 def test_map_reshape(in_shape, out_shape, axis, expected):
-    assert _map_reshape(in_shape, out_shape, axis) == expected
+    assert map_reshape(in_shape, out_shape, axis) == expected
