@@ -17,6 +17,7 @@ every module's train/eval flag (and every buffer) is restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -27,6 +28,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import ExampleInputsError, UntraceableModelError
+from .registry import decomposition, is_registered_leaf
 
 __all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "unwrap"]
 
@@ -45,7 +47,8 @@ class Capture:
     Attributes:
         graph_module: the GraphModule; it shares parameter tensors with the user's model (no copy).
             Every tensor-valued node carries ``meta["tensor_meta"]`` (shape, dtype).
-        frontend: the front end that produced the graph ("fx").
+        frontend: the front end that produced the graph: "fx" (torch.fx symbolic tracing, maybe with
+            opaque submodules) or "export" (torch.export).
         opaque: qualified paths of submodules kept as opaque leaves, with the reason.
         aliases: canonical parameter name -> every qualified name of the same tensor (tied weights).
         trainable: canonical names of parameters with ``requires_grad`` (the coordinates θ).
@@ -115,6 +118,7 @@ def _opaque_function(cls: type) -> Any:
         return cls.apply(*args, **kwargs)
 
     fn.__name__, fn.__qualname__, fn.__module__ = f"{cls.__name__}_apply", f"{cls.__qualname__}.apply", cls.__module__
+    fn.__fxlaws_function__ = cls  # what fxlaws.registry registrations are looked up by
     return fn
 
 
@@ -132,13 +136,22 @@ class _LeafTracer(fx.Tracer):
         self._stack: list[str] = []
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+        return qualname in self.leaves or is_registered_leaf(m) or super().is_leaf_module(m, qualname)
+
+    def create_proxy(self, kind, target, args, kwargs, *rest, **kw):
+        reference = decomposition(target) if kind == "call_function" else None
+        if reference is not None:  # a registered custom op: trace what it computes instead
+            return reference(*args, **kwargs)
+        return super().create_proxy(kind, target, args, kwargs, *rest, **kw)
 
     def trace(self, root, concrete_args=None):
         from torch.utils import _pytree as pytree
 
         def on_call(cls, apply, args, kwargs):  # a custom autograd.Function on Proxies: one opaque node
             if any(isinstance(a, fx.Proxy) for a in pytree.tree_leaves((args, kwargs))):
+                reference = decomposition(cls)  # registered: its forward is traced as this reference
+                if reference is not None:
+                    return reference(*args, **kwargs)
                 return self.create_proxy("call_function", _opaque_function(cls), args, kwargs)
             return apply(*args, **kwargs)
 
@@ -148,6 +161,9 @@ class _LeafTracer(fx.Tracer):
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
         self._stack.append(path)
+        reference = decomposition(type(m))
+        if reference is not None and path not in self.leaves:  # registered: trace what it computes
+            forward = functools.partial(reference, m)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
@@ -187,7 +203,26 @@ def _trace_fx(model: nn.Module, leaf_modules: Sequence[str], concrete: dict,
 
 
 class _ShapeInterpreter(fx.Interpreter):
-    """Runs the graph once and stores ``tensor_meta`` on every node (tuple outputs too)."""
+    """Runs the graph once and stores ``tensor_meta`` on every node (tuple outputs too).
+
+    The records are torch.fx's own (``_extract_tensor_metadata``: the ``TensorMetadata`` that
+    ``torch.fx.passes.shape_prop.ShapeProp`` stores for a tensor). This is not a ``ShapeProp``
+    subclass because ``ShapeProp.run_node`` (torch 2.13) differs in ways fxlaws must not take on:
+
+    * it catches every exception, prints its traceback to stderr and raises a ``RuntimeError``
+      instead: the stand-in retry below (data-dependent ops on the meta device) and the
+      ``ExampleInputsError`` would each come with a traceback dump;
+    * it records metadata for any output holding a tensor (``map_aggregate``): a list output (e.g.
+      ``aten.split`` in torch.export graphs) gets a list, which the passes' rule for split cannot
+      read (tried: Linear → split → two Linears under ``frontend="export"`` lost its rescale law,
+      8 laws → 0), and mixed outputs such as ``MultiheadAttention(need_weights=False)``'s
+      ``(out, None)`` get records fxlaws deliberately leaves unset;
+    * it stores ``meta["type"]`` on every node, and its ``__init__`` picks up an ambient
+      ``FakeTensorMode`` (``detect_fake_mode``) and copies the module to fake tensors.
+
+    Undoing all of these in a subclass would take more code than this class, tied to ShapeProp's
+    internals.
+    """
 
     def run_node(self, n: fx.Node) -> Any:
         try:
@@ -207,6 +242,8 @@ class _ShapeInterpreter(fx.Interpreter):
 
     @staticmethod
     def _record(n: fx.Node, result: Any) -> Any:
+        """A tensor: its ``TensorMetadata``; a non-empty tuple or list of tensors: a tuple of theirs;
+        anything else (numbers, sizes, outputs mixing tensors and other values): no record."""
         if isinstance(result, torch.Tensor):
             n.meta["tensor_meta"] = _extract_tensor_metadata(result)
         elif isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result):
@@ -284,6 +321,9 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
     from torch.utils import _pytree as pytree
 
     def on_call(cls, apply, args, kwargs):  # export would inline its forward and drop its backward
+        reference = decomposition(cls)
+        if reference is not None:  # registered: export traces what it computes
+            return reference(*args, **kwargs)
         if not cls.__module__.startswith("torch."):
             raise UntraceableModelError(f"custom torch.autograd.Function {cls.__qualname__} (kept opaque by fx)")
         return apply(*args, **kwargs)
@@ -340,7 +380,10 @@ def capture(
     Args:
         model: the user's module; not mutated (modes and buffers restored).
         example_inputs: a tensor, a tuple of args, a dict of kwargs, or ``(args, kwargs)``.
-        frontend: "auto" or "fx" (torch.export joins with the Transformer issue).
+        frontend: "fx", "export", or "auto" (default), which tries whole-model fx, then
+            torch.export, then fx with untraceable submodules kept opaque (models with torch.nn
+            Transformer modules or forward hooks skip whole-model fx; with ``leaf_modules``, "auto"
+            is fx with those submodules kept opaque).
         leaf_modules: qualified paths of submodules to keep opaque.
 
     Returns:
