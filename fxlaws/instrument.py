@@ -9,7 +9,8 @@ import torch.fx as fx
 from torch import nn
 
 from fxlaws.laws.cpu_kernel import check_kernel
-from fxlaws.passes.instrument import METRICS, InstrumentPass, LawMetrics, law_metrics_for
+from fxlaws.metrics import LawMetrics, law_metrics_for
+from fxlaws.passes.instrument import METRICS, InstrumentPass, InstrumentState
 
 from .annotation import Annotation
 from .capture import unwrap
@@ -70,7 +71,8 @@ class Instrumented(nn.Module, _Recorder):
     """Runs the instrumented forward; ``forward`` returns exactly what the model returns.
 
     Models captured by torch.fx are rewritten (``module`` is the GraphModule, calling its
-    ``fxlaws_metrics`` submodule before the output). Models captured by torch.export are not: an
+    ``fxlaws_metrics`` submodule before the output; ``fxlaws_metrics_1``, ... if the model already
+    has an attribute of that name). Models captured by torch.export are not: an
     aten graph is specialised to the train/eval mode it was exported in, so ``module`` is the
     user's model itself and the metrics run right after it, reading the same parameters.
 
@@ -81,26 +83,30 @@ class Instrumented(nn.Module, _Recorder):
     """
 
     def __init__(self, module: nn.Module, sinks: Iterable[Callable], flush_every: int, model: nn.Module,
-                 after: Optional[LawMetrics] = None):
+                 after: Optional[LawMetrics] = None, metrics_name: str = METRICS):
+        """``metrics_name``: the metric submodule's name in ``module`` (the one the instrument pass
+        chose) or, with ``after``, on this wrapper."""
         super().__init__()
         self.module = module
+        self._metrics_name = metrics_name
         if after is not None:
-            setattr(self, METRICS, after)
+            setattr(self, metrics_name, after)
         self._model = weakref.ref(model)
         self._init_recording(sinks, flush_every)
         # DistributedDataParallel would broadcast these buffers from rank 0 before every forward;
         # every rank computes the same values from its (identical) parameters, so skip them.
-        prefix = METRICS if after is not None else f"module.{METRICS}"
+        prefix = metrics_name if after is not None else f"module.{metrics_name}"
         self._ddp_params_and_buffers_to_ignore = [f"{prefix}.{n}" for n, _ in self.law_metrics.named_buffers()]
 
     @property
     def law_metrics(self) -> LawMetrics:
-        return self._modules[METRICS] if METRICS in self._modules else getattr(self.module, METRICS)
+        name = self._metrics_name
+        return self._modules[name] if name in self._modules else getattr(self.module, name)
 
     def forward(self, *args, **kwargs):
         out = self.module(*args, **kwargs)
-        if METRICS in self._modules:  # not rewritten: record right after the model's own forward
-            metrics = self._modules[METRICS]
+        if self._metrics_name in self._modules:  # not rewritten: record right after the model's own forward
+            metrics = self._modules[self._metrics_name]
             metrics(*[self.module.get_parameter(n) for n in metrics.names])
         return out
 
@@ -121,18 +127,18 @@ class Instrumented(nn.Module, _Recorder):
     def remove(self) -> nn.Module:
         """The original graph (no metric nodes, no metric submodule), sharing the same parameters
         (the model itself when it was not rewritten)."""
-        gm = self.module
-        if not isinstance(gm, fx.GraphModule) or not hasattr(gm, METRICS):
+        gm, name = self.module, self._metrics_name
+        if not isinstance(gm, fx.GraphModule) or not hasattr(gm, name):
             return gm
         graph = fx.Graph()
         graph.output(graph.graph_copy(gm.graph, {}))
         clean = fx.GraphModule(gm, graph, gm.__class__.__name__.replace("Instrumented", ""))
         for node in reversed(list(clean.graph.nodes)):
-            if (node.op == "call_module" and node.target == METRICS) or (
+            if (node.op == "call_module" and node.target == name) or (
                     node.op == "get_attr" and not node.users):
                 clean.graph.erase_node(node)
-        if hasattr(clean, METRICS):
-            delattr(clean, METRICS)
+        if hasattr(clean, name):
+            delattr(clean, name)
         clean.graph.lint()
         clean.recompile()
         return clean
@@ -201,7 +207,9 @@ def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_in
     if mode == "hook":
         return HookInstrumented(model, ann, optimizer, every, sinks, flush_every, kernel)
     if ann.frontend == "fx":
-        inst = Instrumented(InstrumentPass(ann, every, kernel)(model), sinks, flush_every, model)
+        metrics = law_metrics_for(ann, model, every, kernel)
+        done = InstrumentPass()(InstrumentState(ann.graph, ann.frontend, model, metrics, metrics.names)).state
+        inst = Instrumented(done.result, sinks, flush_every, model, metrics_name=done.target)
     else:
         inst = Instrumented(model, sinks, flush_every, model, after=law_metrics_for(ann, model, every, kernel))
     inst.train(model.training)

@@ -1,186 +1,78 @@
-"""Instrument pass: rewrite a copy of the annotated graph so the forward also records law values.
+"""Instrument pass: rewrite a copy of an fx-captured graph so the forward also records law values.
 
-Reads an :class:`~fxlaws.annotation.Annotation`; writes a new GraphModule (sharing the user's
-submodules and parameters) with one extra submodule, ``fxlaws_metrics``, called just before the
-output on ``get_attr`` nodes of the parameters the laws read. Outputs and ``state_dict()`` keys are
-unchanged (the metric buffers are non-persistent). The metric module evaluates every family
-(vectorised, detached, under ``no_grad``) into a preallocated buffer on the parameters' device,
-every ``every``-th forward in training mode with grad enabled; values reach Python only in
-``metrics()`` / ``flush()``.
+Reads an :class:`InstrumentState`: the annotation's graph (captured by torch.fx), the model it is
+applied to (the graph is re-rooted on it), and a :class:`~fxlaws.metrics.LawMetrics` built by the
+caller (:func:`~fxlaws.metrics.law_metrics_for`; the runtime code lives in :mod:`fxlaws.metrics`).
+Writes a new GraphModule (sharing the user's submodules and parameters) with one extra submodule,
+``fxlaws_metrics`` (``fxlaws_metrics_1``, ... if the model already has an attribute of that name;
+the name chosen is ``InstrumentState.target``), called just before the output on ``get_attr``
+nodes of the parameters the laws read. Outputs and ``state_dict()`` keys are unchanged (the metric
+buffers are non-persistent). Graphs from torch.export are refused: ``fxlaws.instrument`` runs the
+metrics after the model's own forward instead.
 """
 
 from __future__ import annotations
 
-import itertools
-import weakref
-from typing import Mapping
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
 
-import torch
 import torch.fx as fx
-from torch import Tensor, nn
+from torch import nn
 
-from fxlaws.laws.cpu_kernel import check_kernel, square_sums_module
-from fxlaws.laws.family import evaluate_all, square_needs
+from fxlaws.errors import PassOrderError, StaleAnnotationError
 
-__all__ = ["LawMetrics", "InstrumentPass", "law_metrics_for"]
+from .base import FxlawsPass, PassResult
 
-METRICS = "fxlaws_metrics"
-SCRATCH = 1 << 22  # elements of the squares' scratch buffer (larger tensors are squared in row blocks)
+__all__ = ["InstrumentPass", "InstrumentState", "get_new_attr_name_with_prefix", "METRICS"]
 
-
-def _promoted(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+METRICS = "fxlaws_metrics"  # the metric submodule's name, unless the model already has an attribute of that name
 
 
-_KEYS = itertools.count()
-_LIVE: "weakref.WeakValueDictionary[int, LawMetrics]" = weakref.WeakValueDictionary()
+def get_new_attr_name_with_prefix(prefix: str) -> Callable[..., str]:
+    """In the style of ``torch.ao.quantization.fx.utils.get_new_attr_name_with_prefix``: a function
+    of modules returning the first of ``prefix``, ``prefix_1``, ``prefix_2``, ... that none of them
+    has as an attribute (the first choice is ``prefix`` itself, so an uncrowded model keeps it)."""
+    prefix = prefix.replace(".", "_")
+
+    def get_new_attr_name(*modules: nn.Module) -> str:
+        def get_attr_name(i: int) -> str:
+            return prefix if i == 0 else f"{prefix}_{i}"
+
+        i = 0
+        attr_name = get_attr_name(i)
+        while any(hasattr(m, attr_name) for m in modules):
+            i += 1
+            attr_name = get_attr_name(i)
+        return attr_name
+
+    return get_new_attr_name
 
 
-@torch.library.custom_op("fxlaws::record", mutates_args=("values",))
-def _record_op(key: int, values: Tensor, tensors: list[Tensor]) -> None:
-    """What a compiled instrumented forward calls: ``LawMetrics.record`` of the instance ``key``."""
-    _LIVE[key].record(tensors)
+_new_metrics_name = get_new_attr_name_with_prefix(METRICS)
 
 
-@_record_op.register_fake
-def _(key: int, values: Tensor, tensors: list[Tensor]) -> None:
-    return None
+@dataclass(frozen=True)
+class InstrumentState:
+    """What :class:`InstrumentPass` reads and writes.
 
-
-class LawMetrics(nn.Module):
-    """Holds the law families, the latest values (flat buffer) and the reference values h₀.
-
-    ``kernel``: how squared sums are reduced — "eager" (torch ops) or "cpp" (the fused CPU kernel of
-    :mod:`fxlaws.laws.cpu_kernel`, built here on first use; raises KernelBuildError if it cannot be).
+    Attributes:
+        graph: the annotation's captured graph (``Annotation.graph``).
+        frontend: the front end that captured it (``Annotation.frontend``); only "fx" is rewritten.
+        model: the model the rewritten graph runs (its parameters are shared, never copied).
+        metrics: the metric submodule to insert (a :class:`~fxlaws.metrics.LawMetrics`, built by the
+            caller with :func:`~fxlaws.metrics.law_metrics_for`).
+        names: the parameter names it reads, in the order its forward takes them (``metrics.names``).
+        result: the rewritten GraphModule (set by the pass).
+        target: the name of the metric submodule in ``result`` (set by the pass).
     """
 
-    def __init__(self, families, names: list[str], params: dict[str, Tensor], every: int = 1, kernel: str = "eager"):
-        super().__init__()
-        check_kernel(kernel)
-        if kernel == "cpp":
-            square_sums_module()  # build (or load) now: a toolchain problem surfaces at instrument time
-        self.families, self.names, self.every, self.kernel = list(families), list(names), int(every), kernel
-        # float64 models keep float64 values (drifts of 1e-10 are invisible in float32); others float32
-        self.value_dtype = torch.float64 if any(params[n].dtype == torch.float64 for n in self.names) else torch.float32
-        self.calls = 0
-        self.step = 0
-        self.on_record = None
-        self._register()
-        self.needs = square_needs(self.families)  # once: record() runs on every recorded forward
-        scratch = max((params[n] for n in self.needs), key=Tensor.numel, default=torch.zeros(0))
-        self.register_buffer("scratch", torch.empty(min(scratch.numel(), SCRATCH), dtype=_promoted(scratch.dtype),
-                                                    device=scratch.device), persistent=False)
-        ref = self._evaluate(params)
-        self.sizes = [int(v.numel()) for v in ref]
-        self.register_buffer("values", torch.cat(ref) if ref else torch.zeros(0),
-                             persistent=False)
-        self.register_buffer("reference", self.values.clone(), persistent=False)
-
-    def _register(self) -> None:
-        self._key = next(_KEYS)
-        _LIVE[self._key] = self
-
-    def __setstate__(self, state) -> None:  # copies (deepcopy, pickle) get their own key
-        super().__setstate__(state)
-        self._register()
-
-    def _evaluate(self, params: dict[str, Tensor]) -> list[Tensor]:
-        """Every family's value, flat, in ``value_dtype``, without autograd (and without autocast:
-        ``evaluate_all`` turns it off)."""
-        with torch.no_grad():
-            return [v.to(self.value_dtype).reshape(-1)
-                    for v in evaluate_all(self.families, params, self.scratch, self.needs, self.kernel)]
-
-    def forward(self, *tensors: Tensor) -> None:
-        if not (self.training and torch.is_grad_enabled()):
-            return None
-        if torch.compiler.is_compiling():
-            # One opaque op in the compiled graph: the Python counters below stay out of dynamo's
-            # guards (an int attribute changing every step would recompile every step).
-            torch.ops.fxlaws.record(self._key, self.values, [t.detach() for t in tensors])
-        else:
-            self.record(tensors)
-        return None
-
-    def record(self, tensors) -> None:
-        """Count one event (a forward, or an optimizer step in hook mode); every ``every``-th, store
-        the current values in the on-device buffer (no host synchronisation), then call
-        ``on_record(self)`` if set (the wrapper's flush-to-sinks check)."""
-        self.calls += 1
-        if (self.calls - 1) % self.every == 0:
-            if self.families:
-                values = self._evaluate(dict(zip(self.names, tensors)))
-                with torch.no_grad():
-                    if values[0].device == self.values.device:
-                        torch.cat(values, out=self.values)
-                    else:  # the model was moved after instrument() (hook mode, or model.to(...))
-                        self.values.copy_(torch.cat(values))
-            self.step = self.calls
-        if self.on_record is not None:
-            self.on_record(self)
-
-    def metrics(self) -> dict[str, float]:
-        """``conservation/<kind>/<family>/{max,mean,rms}_rel_drift`` (matrix laws: also ``fro_drift``),
-        ``conservation/step`` and ``conservation/nonfinite`` (how many law values are NaN/Inf: a
-        diverged run is flagged, its drifts are NaN). One host sync: call sparingly."""
-        with torch.no_grad():  # summaries on the device, then one small transfer
-            v = self.values
-            drift, rel = _drift(v, self.reference)
-            rows = [torch.stack([x.max(), x.mean(), x.pow(2).mean().sqrt(), d.norm()]) if x.numel() else v.new_zeros(4)
-                    for x, d in zip(rel.split(self.sizes), drift.split(self.sizes))]
-            flat = torch.cat(rows + [(~v.isfinite()).sum().to(v.dtype).reshape(1)]).cpu().tolist()
-        out: dict[str, float] = {"conservation/step": float(self.step), "conservation/nonfinite": flat[-1]}
-        for i, fam in enumerate(self.families):
-            key = f"conservation/{fam.kind}/{fam.name}"
-            out[f"{key}/max_rel_drift"], out[f"{key}/mean_rel_drift"], out[f"{key}/rms_rel_drift"] = flat[4 * i:4 * i + 3]
-            if len(fam.shape) >= 2:
-                out[f"{key}/fro_drift"] = flat[4 * i + 3]
-        return out
-
-    def law_values(self) -> dict[str, dict[str, Tensor]]:
-        """Per family: ``value`` (latest recorded, the family's shape), ``drift`` (value − h₀) and
-        ``rel_drift`` (``|drift| / |h₀|``), on the device (no sync)."""
-        out = {}
-        for fam, v, r in zip(self.families, self.values.split(self.sizes), self.reference.split(self.sizes)):
-            v = v.view(fam.shape)
-            drift, rel = _drift(v, r.view(fam.shape))
-            out[fam.name] = {"value": v, "drift": drift, "rel_drift": rel}
-        return out
-
-    def state(self) -> dict:
-        """What a resumed run needs to continue the drift series: h₀ and the counters."""
-        return {"families": [f.name for f in self.families], "reference": self.reference.detach().cpu().clone(),
-                "calls": self.calls, "step": self.step}
-
-    def load_state(self, state: Mapping) -> None:
-        """Continue from :meth:`state` of an earlier run of the same annotation (same family names)."""
-        if list(state["families"]) != [f.name for f in self.families]:
-            from fxlaws.errors import StaleAnnotationError
-
-            raise StaleAnnotationError("the saved law state was recorded for other law families; annotate the "
-                                       "same model the state was saved from")
-        self.reference.copy_(state["reference"])
-        self.calls, self.step = int(state["calls"]), int(state["step"])
-
-
-def _drift(values: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
-    """``h − h₀`` and the relative drift ``|h − h₀| / |h₀|`` (THEORY §3; |h₀| floored at 1e-12)."""
-    drift = values - reference
-    return drift, drift.abs() / reference.abs().clamp_min(1e-12)
-
-
-def law_metrics_for(ann, model: nn.Module, every: int = 1, kernel: str = "eager") -> LawMetrics:
-    """A :class:`LawMetrics` for ``ann``'s families reading ``model``'s parameters; h₀ = their values now.
-
-    Raises:
-        StaleAnnotationError: a parameter the laws read is missing from ``model`` or reshaped.
-    """
-    if every < 1:
-        raise ValueError("every must be >= 1")
-    with torch.no_grad():
-        ann.evaluate(model)  # StaleAnnotationError if a parameter the laws read is gone or reshaped
-    names = sorted({p for fam in ann.laws for p in fam.params})
-    return LawMetrics(ann.laws, names, dict(model.named_parameters()), every, kernel)
+    graph: Optional[fx.GraphModule]
+    frontend: str
+    model: nn.Module
+    metrics: Optional[nn.Module]
+    names: list[str]
+    result: Optional[fx.GraphModule] = None
+    target: Optional[str] = None
 
 
 def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
@@ -197,34 +89,49 @@ def _root(model: nn.Module, gm: fx.GraphModule) -> nn.Module:
     return model
 
 
-class InstrumentPass:
-    """``InstrumentPass(ann, every, kernel)(model) -> GraphModule`` with an ``fxlaws_metrics`` submodule."""
+class InstrumentPass(FxlawsPass[InstrumentState]):
+    """``InstrumentPass()(InstrumentState(...)).state.result``: a GraphModule calling the metric
+    submodule (named ``state.target``) before the output."""
 
-    def __init__(self, ann, every: int = 1, kernel: str = "eager"):
-        if every < 1:
-            raise ValueError("every must be >= 1")
-        self.ann, self.every, self.kernel = ann, every, kernel
+    def requires(self, state: InstrumentState) -> None:
+        if state.graph is None:
+            raise PassOrderError("InstrumentPass needs the annotation's captured graph (state.graph is None): run "
+                                 "fxlaws.annotate on the model first and pass ann.graph")
+        if not isinstance(state.graph, fx.GraphModule):
+            raise TypeError(f"InstrumentPass rewrites a torch.fx GraphModule, got {type(state.graph).__name__}")
+        if state.frontend != "fx":
+            raise ValueError(f"InstrumentPass only rewrites graphs captured by torch.fx, this one came from "
+                             f"{state.frontend!r} (an aten graph is specialised to one train/eval mode): call the "
+                             "metrics after the model's own forward instead, as fxlaws.instrument does")
+        if state.metrics is None:
+            raise PassOrderError("InstrumentPass needs the metric submodule (state.metrics is None): build it "
+                                 "with fxlaws.metrics.law_metrics_for first")
+        if list(getattr(state.metrics, "names", state.names)) != list(state.names):
+            raise ValueError("state.names must be the parameter names the metric submodule reads, in its order "
+                             "(metrics.names)")
 
-    def __call__(self, model: nn.Module) -> fx.GraphModule:
+    def call(self, state: InstrumentState) -> PassResult[InstrumentState]:
+        model = state.model
         graph = fx.Graph()
-        graph.output(graph.graph_copy(self.ann.graph.graph, {}))  # graph_copy leaves the output out
-        metrics = law_metrics_for(self.ann, model, self.every, self.kernel)
-        gm = fx.GraphModule(_root(model, self.ann.graph), graph, type(model).__name__ + "Instrumented")
+        graph.output(graph.graph_copy(state.graph.graph, {}))  # graph_copy leaves the output out
+        gm = fx.GraphModule(_root(model, state.graph), graph, type(model).__name__ + "Instrumented")
         params = dict(model.named_parameters())
         foreign = [n for n, p in gm.named_parameters() if params.get(n) is not p]
         if foreign:
-            from fxlaws.errors import StaleAnnotationError
-
             raise StaleAnnotationError(
                 f"the annotation's graph holds parameters {foreign[:3]} that are not this model's (it was "
                 f"made on another {type(model).__name__} instance, or the parameters were re-registered); "
                 "run fxlaws.annotate on this model")
-        names = metrics.names
-        gm.add_submodule(METRICS, metrics)
+        target = _new_metrics_name(model, gm)
+        gm.add_submodule(target, state.metrics)
         output = next(n for n in gm.graph.nodes if n.op == "output")
         with gm.graph.inserting_before(output):
-            reads = [gm.graph.get_attr(n) for n in names]
-            gm.graph.call_module(METRICS, tuple(reads))
-        gm.graph.lint()
+            reads = [gm.graph.get_attr(n) for n in state.names]
+            gm.graph.call_module(target, tuple(reads))
         gm.recompile()
-        return gm
+        return PassResult(replace(state, result=gm, target=target), True)
+
+    def ensures(self, state: InstrumentState) -> None:
+        if state.result is None or state.target is None:
+            raise PassOrderError("InstrumentPass left no rewritten graph (state.result / state.target unset)")
+        state.result.graph.lint()
