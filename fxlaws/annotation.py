@@ -28,7 +28,8 @@ class Annotation:
             ``("slot", param, axis)`` parameter slots; edges "source" / "sink" / "merge".
         graph: the traced GraphModule; ``node.meta["fxlaws"]`` holds each node's canonical op and the
             names of the laws reading its parameters.
-        frontend: capture front end used ("fx").
+        frontend: capture front end that produced ``graph``: "fx" (torch.fx symbolic tracing) or
+            "export" (torch.export); see :func:`fxlaws.capture.capture`.
         opaque: submodules kept opaque by capture, with the reason.
         no_law: module path -> why none of its trainable parameters carries a law.
         loss: the loss assumption ("any" or "cross_entropy").

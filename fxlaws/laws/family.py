@@ -2,7 +2,7 @@
 
 A family is data: its math (sympy template and a one-line text), where it lives (parameter
 slots), what it assumes, how many independent scalar laws it holds, and a vectorised torch
-evaluator. Families are built by ``fxlaws.passes.attach``; nothing here knows about graphs.
+evaluator. Families are built by :class:`fxlaws.laws.builder.LawBuilder`; nothing here knows about graphs.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from .slots import Slot, SquareSums
 from .symbolic import Deferred
 
 __all__ = ["LawFamily", "evaluate_all", "full_precision", "square_needs", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
-
-KINDS = ("rescale", "gl", "scale", "translation", "attention-qk", "attention-vo")
 
 
 @functools.lru_cache(maxsize=4096)
