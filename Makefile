@@ -1,5 +1,6 @@
-# Fresh machine: `make demo` or `make test` creates .venv, installs the CPU torch build first
-# (a bare `torch` requirement would pull a multi-GB CUDA build), then this project.
+# Fresh machine: `make demo` or `make test` creates .venv, installs the pinned torch + torchvision pair
+# first (torchvision, and timm through it, only import beside their matching torch; a bare `torch`
+# requirement would pull whatever is newest), then this project with its dev extras.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

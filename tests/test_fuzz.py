@@ -28,7 +28,7 @@ from fxlaws.verify.completeness import completeness
 
 # torch.func's first jvp loads its decompositions through torch.jit.script (DeprecationWarning,
 # not an fxlaws warning), as in test_verify.py.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 LONG = int(os.environ.get("FXLAWS_FUZZ_EXAMPLES", "0"))
 _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]

@@ -84,20 +84,24 @@ def test_values_on_meta_raise_with_the_fix():
 
 
 def test_llama_7b_on_meta_is_quick_and_small():
-    """The whole 6.7 B-parameter model (27 GB in float32) in a fresh process: < 10 s, < 2 GiB peak RSS."""
+    """The whole 6.7 B-parameter model (27 GB in float32) in a fresh process: < 10 s, and annotate adds
+    < 1 GiB to the process's peak RSS. (The increment, not the total: importing torch alone is 0.27 GiB
+    with the 2.13 CPU build and 0.74 GiB with the 2.14 CUDA build.)"""
     code = (
         "import json, resource, time, torch, fxlaws\n"
         "from fxlaws.models import llama_7b\n"
         "with torch.device('meta'):\n"
         "    model = llama_7b()\n"
+        "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
+        "before = peak()\n"
         "t = time.perf_counter(); ann = fxlaws.annotate(model, model.example_inputs()); t = time.perf_counter() - t\n"
-        "print(json.dumps({'s': t, 'gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,\n"
+        "print(json.dumps({'s': t, 'gib': peak() - before,\n"
         "                  'counts': ann.counts(), 'theories': sorted({f.theory for f in ann.laws}),\n"
         "                  'families': len(ann.laws)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["s"] < 10 and got["gib"] < 2, got
+    assert got["s"] < 10 and got["gib"] < 1, got
     assert got["families"] == 5 * 32 + 1 and got["theories"] == ["A2", "A5", "N3", "S1"], got
     assert got["counts"]["attention-qk"] == 32 * 32 * 64  # A5: per layer, head and rotary pair
 

@@ -37,7 +37,7 @@ DT = torch.float64
 # torch's first forward-mode AD call (torch.func.jvp, used by the Lie brackets) loads its jvp
 # decompositions through torch.jit.script, which emits a DeprecationWarning once per process;
 # pyproject turns warnings into errors. Not an fxlaws warning: ignored here (see final report).
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 
 @pytest.fixture(scope="module", autouse=True)

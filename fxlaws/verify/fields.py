@@ -43,7 +43,8 @@ def field_values(scalar: Scalar, theta: Tensor, rs: Tensor, chunk: int = 64) -> 
         return jvp(inner, (th,), (outer(th),))[1] - jvp(outer, (th,), (inner(th),))[1]
 
     with warnings.catch_warnings():  # torch.func's decompositions warn about torch.jit.script once
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        # (a DeprecationWarning in torch 2.13, a FutureWarning in 2.14)
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
         return vmap(lambda r: level(theta, r), chunk_size=chunk)(rs)
 
 
