@@ -315,6 +315,28 @@ def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -
         return interpreter.run(*inputs)
 
 
+class _TensorOutputs(nn.Module):
+    """The user's model with only the tensors of its output, flattened (what torch.export exports).
+
+    A model's output may hold objects export cannot return — a Hugging Face ``DynamicCache`` in a
+    ``ModelOutput`` (inference state, not a training target) — so every output leaf that is not a
+    tensor is dropped. The wrapper shares the model's own parameter, buffer and submodule dicts, so
+    every qualified name (and ``nn_module_stack`` path) is the model's own; the model is called
+    through ``__call__``, so its forward hooks run as in training.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self._parameters, self._buffers, self._modules = model._parameters, model._buffers, model._modules
+        self.training = model.training
+        object.__setattr__(self, "_model", model)  # not a submodule: names stay unprefixed
+
+    def forward(self, *args, **kwargs):
+        from torch.utils import _pytree as pytree
+
+        return tuple(t for t in pytree.tree_leaves(self._model(*args, **kwargs)) if isinstance(t, torch.Tensor))
+
+
 def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, list]:
     """``torch.export.export(strict=False)`` → the unlifted GraphModule (parameters as get_attr,
     aten ops) and the flat placeholder values. Modes and buffers are restored afterwards."""
@@ -329,7 +351,7 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
         return apply(*args, **kwargs)
 
     with preserved(model), _custom_autograd_functions(on_call):
-        program = torch.export.export(model, args, kwargs, strict=False)
+        program = torch.export.export(_TensorOutputs(model), args, kwargs, strict=False)
     gm = program.module()
     flat = pytree.tree_leaves((args, kwargs))
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
