@@ -88,7 +88,7 @@ def annotate(
         loss=loss or "any",
         train=train,
         param_shapes={n: tuple(p.shape) for n, p in model.named_parameters() if n in cap.trainable},
-        notes=_notes(model, families, loss, train, wrappers),
+        notes=cap.notes + _notes(model, families, loss, train, wrappers),
     )
     _log_unsupported(gm)
     return ann

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -30,7 +31,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from .errors import ExampleInputsError, UntraceableModelError
 from .registry import decomposition, is_registered_leaf
 
-__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "unwrap"]
+__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Capture:
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     trainable: frozenset[str] = frozenset()
     inputs: list = field(default_factory=list, repr=False)  # placeholder values of the example call
+    notes: list[str] = field(default_factory=list)  # what capture decided on the user's behalf
 
 
 def normalise_inputs(example_inputs: Any) -> tuple[tuple, dict]:
@@ -385,6 +387,24 @@ def _hooked_modules(model: nn.Module) -> list[str]:
     return paths
 
 
+def training_call(model: nn.Module, kwargs: dict) -> list[str]:
+    """Make a call of ``model`` a training call, in place: a forward with a ``use_cache`` switch
+    (Hugging Face models: key/value caches for generation, on by default) runs with
+    ``use_cache=False`` unless the caller set it. A cache is inference state no training loss reads;
+    capturing it would route keys and values through cache updates (and make them outputs).
+    Capture and every check that runs the model (soundness, flow, completeness) apply the same rule,
+    so they analyse the same call. Returns the note to show."""
+    try:
+        takes_cache = "use_cache" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return []
+    if not takes_cache or "use_cache" in kwargs:
+        return []
+    kwargs["use_cache"] = False
+    return ["Annotated with use_cache=False: key/value caches are inference state that no training loss reads "
+            "(pass use_cache=True in the example inputs to analyse the call with caches)."]
+
+
 def _meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     to_meta = lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v  # noqa: E731
     return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
@@ -420,6 +440,7 @@ def capture(
     if frontend not in ("auto", "fx", "export"):
         raise ValueError(f"frontend={frontend!r} is not available; use 'auto', 'fx' or 'export'.")
     args, kwargs = normalise_inputs(example_inputs)
+    notes = training_call(model, kwargs)
     hooked = _hooked_modules(model)
     if any(p.device.type == "meta" for p in model.parameters()):
         args, kwargs = _meta_inputs(args, kwargs)
@@ -484,4 +505,5 @@ def capture(
         aliases={k: tuple(v) for k, v in aliases.items()},
         trainable=trainable,
         inputs=inputs,
+        notes=notes,
     )

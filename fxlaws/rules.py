@@ -286,6 +286,21 @@ def _batch_norm_aten(ctx: OpContext) -> CanonicalOp:
                   mode_dependent=running is not None)
 
 
+def _batch_norm_fn(ctx: OpContext) -> CanonicalOp:
+    """F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps): timm's
+    BatchNormAct2d and other norm-act modules call it from a traced forward. Like the module, it is
+    analysed in training mode (batch statistics) unless ``train=False`` and running stats are given."""
+    names, bad = _params_or_opaque(ctx, "batch_norm with computed affine parameters", ctx.arg(3, "weight"),
+                                   ctx.arg(4, "bias"))
+    if bad is not None:
+        return bad
+    running = ctx.arg(1, "running_mean")
+    batch_stats = ctx.train or running is None
+    return ctx.op(OpKind.NORM, f"batch_norm ({ctx.node.name})", weight=names[0], bias=names[1],
+                  norm=NormKind.BATCH if batch_stats else NormKind.AFFINE, centered=True,
+                  mode_dependent=running is not None)
+
+
 def _group_norm_fn(ctx: OpContext) -> CanonicalOp:
     names, bad = _params_or_opaque(ctx, "group_norm with computed affine parameters", ctx.arg(2, "weight"),
                                    ctx.arg(3, "bias"))
@@ -407,6 +422,7 @@ FUNCTIONS: dict[Any, Rule] = {
     F.conv1d: _conv_fn(1), F.conv2d: _conv_fn(2), F.conv3d: _conv_fn(3),
     F.layer_norm: _trailing_norm_fn(NormKind.LAYER),
     F.group_norm: _group_norm_fn,
+    F.batch_norm: _batch_norm_fn,
     **({F.rms_norm: _trailing_norm_fn(NormKind.RMS)} if hasattr(F, "rms_norm") else {}),
     operator.matmul: _matmul, torch.matmul: _matmul,
     **{fn: activation(1.0) for fn in _HOMOGENEOUS_FUNCS},

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vmap
 
-from ..capture import normalise_inputs
+from ..capture import normalise_inputs, training_call
 from ..errors import require_values
 
 __all__ = ["FlatModule", "field_values"]
@@ -87,6 +87,7 @@ class FlatModule:
         self.D = sum(self.sizes)
         self.gen = generator or torch.Generator().manual_seed(0)
         self.args, self.kwargs = normalise_inputs(example_inputs)
+        training_call(module, self.kwargs)  # the call annotate analysed (use_cache=False)
         with torch.no_grad():  # batch of 2: BatchNorm in train mode needs more than one value
             out = self.forward(self.flat(), self._inputs(2))
         self.out_per_example = max(1, sum(o.numel() for o in _flat(out)) // 2)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..annotation import Annotation
-from ..capture import normalise_inputs
+from ..capture import normalise_inputs, training_call
 from ..errors import require_values
 from .soundness import _flat_outputs, _random_like
 
@@ -83,6 +83,7 @@ def flow_check(model: nn.Module, ann: Annotation, example_inputs: Any = None, *,
             v = torch.randn(p.shape, generator=gen, dtype=torch.float64)
             theta[n] = v / max(1, p[0].numel()) ** 0.5 if p.dim() >= 2 else (0.1 * v if n.endswith("bias") else v)
     args, kwargs = normalise_inputs(example_inputs)
+    training_call(model, kwargs)  # the call annotate analysed (use_cache=False)
     x_args = tuple(_random_like(a, gen) for a in args)
     x_kwargs = {k: _random_like(v, gen) for k, v in kwargs.items()}
     with torch.no_grad():

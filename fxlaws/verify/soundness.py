@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..annotation import Annotation
-from ..capture import normalise_inputs, unwrap
+from ..capture import normalise_inputs, training_call, unwrap
 from ..errors import ExampleInputsError, require_values
 
 __all__ = ["soundness", "SoundnessResult", "SoundnessRow"]
@@ -125,6 +125,7 @@ def soundness(
 
 def _soundness(model, ann, example_inputs, trials, samples, tol, seed) -> SoundnessResult:
     args, kwargs = normalise_inputs(example_inputs)
+    training_call(model, kwargs)  # the call annotate analysed (use_cache=False)
     gen = torch.Generator().manual_seed(seed)
     net = copy.deepcopy(model).double()
     net.train(ann.train)
