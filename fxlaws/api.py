@@ -150,8 +150,14 @@ def _no_law(model, gm, families, reasons, cap, canonical) -> dict[str, str]:
 
 
 def _unsupported(gm) -> Counter:
-    """What each OPAQUE node is (its detail up to the node name), counted."""
-    return Counter(get_op(n).detail.split(" (")[0] for n in gm.graph.nodes if get_op(n).kind is OpKind.OPAQUE)
+    """Which ops the OPAQUE nodes are (module class, function or method name), counted."""
+    def label(node) -> str:
+        if node.op == "call_module":
+            return f"module {type(gm.get_submodule(str(node.target))).__name__}"
+        if node.op == "call_method":
+            return f"method .{node.target}()"
+        return f"function {getattr(node.target, '__name__', node.target)}"
+    return Counter(label(n) for n in gm.graph.nodes if get_op(n).kind is OpKind.OPAQUE)
 
 
 def _log_unsupported(gm) -> None:
