@@ -1,8 +1,8 @@
 """The one ``node.meta["fxlaws"]`` record every pass reads and writes.
 
-Passes never put loose dicts into ``node.meta``: normalise writes a :class:`NodeMeta` holding the
-node's :class:`CanonicalOp`; attach replaces it (``dataclasses.replace``) to add the law families
-that read the node's parameters.
+Passes never put loose dicts into ``node.meta``: the normalise pass writes a :class:`NodeMeta`
+holding the node's :class:`CanonicalOp`; the mark-laws pass replaces it (``dataclasses.replace``)
+to add the law families that read the node's parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ META_KEY = "fxlaws"
 
 @dataclass(frozen=True)
 class CanonicalOp:
-    """What a graph node does, in the small vocabulary the partition pass reasons about.
+    """What a graph node does, in the op vocabulary (:mod:`fxlaws.vocabulary`) the passes reason about.
 
     Attributes:
         kind: the :class:`~fxlaws.vocabulary.OpKind`.
@@ -67,7 +67,7 @@ class NodeMeta:
 
     Attributes:
         op: the canonical op (written by the normalise pass).
-        laws: names of the law families that read parameters of this node (written by attach).
+        laws: names of the law families that read parameters of this node (written by MarkLawsPass).
     """
 
     op: CanonicalOp
