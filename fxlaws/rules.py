@@ -496,14 +496,17 @@ def _aten_table() -> dict:
         ("_log_softmax.default", torch.log_softmax), ("matmul.default", torch.matmul),
         ("scaled_dot_product_attention.default", F.scaled_dot_product_attention),
         ("layer_norm.default", F.layer_norm), ("group_norm.default", F.group_norm), ("dropout.default", F.dropout),
+        ("rms_norm.default", getattr(F, "rms_norm", None)),
         ("max_pool2d.default", F.max_pool2d), ("avg_pool2d.default", F.avg_pool2d),
         ("adaptive_avg_pool2d.default", F.adaptive_avg_pool2d), ("mean.dim", torch.mean), ("sum.dim_IntList", torch.sum),
         ("clone.default", torch.clone), ("alias.default", torch.clone), ("_to_copy.default", torch.clone),
         ("addmm.default", torch.addmm), ("unflatten.int", torch.unflatten), ("contiguous.default", torch.clone),
-        ("squeeze.default", torch.squeeze),
+        ("squeeze.default", torch.squeeze), ("to.dtype", torch.clone), ("to.dtype_layout", torch.clone),
     ]
     table = {}
     for name, fn in pairs:
+        if fn is None:  # F.rms_norm is torch >= 2.4
+            continue
         packet, _, overload = name.partition(".")
         op = getattr(getattr(torch.ops.aten, packet, None), overload, None)
         if op is not None:
@@ -520,6 +523,8 @@ _ATEN_RULES: dict = {op: rule for op, rule in (
     (torch.ops.aten.select.int, _getitem_aten),
     (torch.ops.aten.slice.Tensor, _getitem_aten),
     (getattr(torch.ops.aten.expand, "default", None), _call(OpKind.REPEAT)),
+    # export's dtype/device checks: read a tensor's metadata only, return nothing
+    (getattr(getattr(torch.ops.aten, "_assert_tensor_metadata", None), "default", None), _kind(OpKind.SHAPE)),
 ) if op is not None}
 
 

@@ -125,11 +125,7 @@ LAYER_1 = dict(kind=OpKind.NORM, norm=NormKind.LAYER, centered=True, axis=1)
 RMS_1 = dict(kind=OpKind.NORM, norm=NormKind.RMS, centered=False, axis=1, bias=None)
 
 #: known gaps in the tables, kept visible (strict: the mark fails once the gap is closed)
-KNOWN_GAPS = {
-    "aten.rms_norm": pytest.mark.xfail(
-        strict=True, reason="aten.rms_norm.default has no entry in fxlaws.rules.ATEN: nn.RMSNorm under "
-                            "frontend='export' is OPAQUE (reported, not fixed here)"),
-}
+KNOWN_GAPS: dict = {}
 
 CASES = [
     # --- positively homogeneous activations (R1) ---
