@@ -387,6 +387,16 @@ def _hooked_modules(model: nn.Module) -> list[str]:
     return paths
 
 
+def _every_reason(model: nn.Module, failures: list[str]) -> str:
+    """The final capture error: each front end's own reason, then what to do."""
+    lines = "\n".join(f"  - {f}" for f in failures)
+    return (f"no front end could capture {type(model).__name__}:\n{lines}\n"
+            "Fix: make the model exportable (the torch.export line names what it refused: e.g. a "
+            "data-dependent branch, an output object it cannot return), or move the code fx cannot trace "
+            "into a submodule, which is then kept opaque (torch.fx needs the top-level forward itself to be "
+            "traceable), or teach fxlaws an op with fxlaws.registry.")
+
+
 def training_call(model: nn.Module, kwargs: dict) -> list[str]:
     """Make a call of ``model`` a training call, in place: a forward with a ``use_cache`` switch
     (Hugging Face models: key/value caches for generation, on by default) runs with
@@ -452,6 +462,7 @@ def capture(
             "(with torch.device('meta'): model = ...)."
         )
     gm, opaque, used, inputs = None, {}, "fx", None
+    failures: list[str] = []  # each front end's own reason, for the final error
     if frontend == "auto" and not leaf_modules:
         # Layered: whole-model fx → torch.export (aten graph) → fx with untraceable submodules opaque.
         # torch.nn's Transformer modules are fx leaves fxlaws cannot see into: export them first.
@@ -466,6 +477,8 @@ def capture(
                 gm, inputs = _trace_export(model, args, kwargs)
                 used = "export"
             except Exception as export_error:  # export raises many kinds; fall back and say why
+                failures += [f"torch.fx (whole model): {str(fx_error).splitlines()[0][:300]}",
+                             f"torch.export: {type(export_error).__name__}: {str(export_error).splitlines()[0][:300]}"]
                 log.info("fx failed (%s); torch.export failed (%s); keeping submodules opaque",
                          str(fx_error).splitlines()[0][:120], str(export_error).splitlines()[0][:120])
     elif frontend == "export":
@@ -483,7 +496,13 @@ def capture(
                 f"{type(model).__name__} has {'global' if '*' in hooked else 'root-module'} forward hooks, which "
                 "torch.fx does not trace (laws could be false) and torch.export could not export it. Remove "
                 "the hooks while annotating (the laws stay valid if the hooks only log), or make the model exportable.")
-        gm, opaque = _trace_fx(model, list(leaf_modules) + [p for p in hooked if p not in leaf_modules], {})
+        try:
+            gm, opaque = _trace_fx(model, list(leaf_modules) + [p for p in hooked if p not in leaf_modules], {})
+        except UntraceableModelError as last:
+            if not failures:
+                raise
+            raise UntraceableModelError(_every_reason(model, failures + [
+                f"torch.fx with untraceable submodules kept opaque: {str(last).splitlines()[0]}"])) from last
         for path in hooked:  # a hook may change what the module computes: nothing crosses it
             opaque[path] = "forward hook (fx does not trace hooks; torch.export failed)"
     if inputs is None:

@@ -10,6 +10,7 @@ from torch import nn
 
 import fxlaws
 from fxlaws.capture import Capture, capture, normalise_inputs
+from fxlaws.errors import UntraceableModelError
 from fxlaws.passes.spaces import map_reshape
 from fuzz_models import DataDependent, StraightThroughReLU  # untraceable Linear; forward ReLU, backward identity
 
@@ -285,3 +286,25 @@ def test_custom_autograd_function_is_opaque(encoder):
 ])
 def test_map_reshape(in_shape, out_shape, axis, expected):
     assert map_reshape(in_shape, out_shape, axis) == expected
+
+
+class _RootBranch(nn.Module):
+    """A data-dependent branch in the root forward: fx, torch.export and the opaque fallback all fail."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return self.fc(x).nonzero()
+
+
+def test_final_capture_error_lists_every_front_end_and_the_fix():
+    with pytest.raises(UntraceableModelError) as info:
+        fxlaws.annotate(_RootBranch(), (torch.randn(2, 3),))
+    message = str(info.value)
+    for front_end in ("torch.fx (whole model):", "torch.export: GuardOnDataDependentSymNode",
+                      "torch.fx with untraceable submodules kept opaque:", "Fix:"):
+        assert front_end in message, message
