@@ -38,6 +38,7 @@ class CanonicalOp:
         variant: which ADD / MUL op (add or sub; mul, div or neg).
         mode_dependent: the norm keeps running statistics (batch statistics only in train mode).
         dims: reduce dims; keepdim flag in ``keepdim``.
+        data_arg: position of the argument that carries the data (addmm(bias, x, W): 1).
         detail: a short human description, used in "why no law" reasons.
     """
 
@@ -58,6 +59,7 @@ class CanonicalOp:
     mode_dependent: bool = False  # a norm whose statistics differ between train and eval mode
     variant: Optional[Arith] = None
     flags: frozenset = frozenset()  # op-specific facts, e.g. {"add_zero_attn"} for MultiheadAttention
+    data_arg: int = 0
     detail: str = ""
 
 

@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .meta import CanonicalOp
+from .meta import CanonicalOp, is_number
 from .vocabulary import Arith, NormKind, OpKind
 
 __all__ = ["OpContext", "Rule", "MODULES", "FUNCTIONS", "METHODS", "ATEN", "rule_for", "torch_equivalent",
@@ -181,6 +181,37 @@ def _rms_norm_module(ctx: OpContext) -> CanonicalOp:
                   axis=len(ctx.module.normalized_shape))
 
 
+def _dropout_module(ctx: OpContext) -> CanonicalOp:
+    """Dropout is the identity at p = 0 or when the analysis is of eval mode; otherwise it multiplies
+    by a random mask per element (keeps per-channel rescaling, breaks mixing and translations)."""
+    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=ctx.module.p == 0 or not ctx.train)
+
+
+def _dropout_fn(ctx: OpContext) -> CanonicalOp:
+    p, training = ctx.arg(1, "p", 0.5), ctx.arg(2, "training", True)
+    inert = (is_number(p) and p == 0) or training is False
+    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=inert)
+
+
+def _embedding_module(ctx: OpContext) -> CanonicalOp:
+    m = ctx.module
+    if m.max_norm is not None:  # renormalises rows of the weight in place during the forward
+        return ctx.op(OpKind.OPAQUE, f"Embedding {ctx.path} with max_norm (rewrites its weight in the forward)")
+    return ctx.op(OpKind.EMBEDDING, f"Embedding {ctx.path}", weight=ctx.own("weight"))
+
+
+def _embedding_fn(weight_pos: int) -> Rule:
+    """F.embedding(input, weight, ...) and torch.embedding / aten.embedding(weight, input, ...)."""
+    def rule(ctx: OpContext) -> CanonicalOp:
+        weight = ctx.arg(weight_pos, "weight")
+        wn = ctx.param(weight)
+        max_norm = ctx.arg(3, "max_norm") if weight_pos == 1 else None
+        if wn is None or max_norm is not None:
+            return ctx.op(OpKind.OPAQUE, f"embedding of a computed table or with max_norm ({ctx.node.name})")
+        return ctx.op(OpKind.EMBEDDING, f"embedding {wn} ({ctx.node.name})", weight=wn)
+    return rule
+
+
 def _pool(averages: bool) -> Rule:
     """Max pools are positively homogeneous per channel; average pools are linear (allow mixing)."""
     def rule(ctx: OpContext) -> CanonicalOp:
@@ -224,7 +255,8 @@ MODULES: dict[type, Rule] = {
     **{cls: activation(1.0) for cls in (nn.ReLU, nn.LeakyReLU, nn.PReLU)},
     **{cls: activation(None) for cls in _NONHOMOGENEOUS_MODULES},
     nn.Identity: identity(),
-    **{cls: identity(allows_mixing=False) for cls in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)},
+    **{cls: _dropout_module for cls in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)},
+    nn.Embedding: _embedding_module,
     nn.Flatten: _kind(OpKind.RESHAPE),
     nn.Unflatten: _kind(OpKind.RESHAPE),
     **{cls: _pool(averages=False) for cls in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
@@ -252,7 +284,8 @@ def _addmm(ctx: OpContext) -> CanonicalOp:
     bn, wn = ctx.param(ctx.node.args[0]), ctx.param(ctx.node.args[2])
     if wn is None or bn is None or ctx.node.kwargs:
         return ctx.op(OpKind.OPAQUE, f"addmm with computed operands ({ctx.node.name})")
-    return ctx.op(OpKind.LINEAR, f"addmm with {wn} ({ctx.node.name})", weight=wn, bias=bn, w_out_axis=1, w_in_axis=0)
+    return ctx.op(OpKind.LINEAR, f"addmm with {wn} ({ctx.node.name})", weight=wn, bias=bn, w_out_axis=1, w_in_axis=0,
+                  data_arg=1)
 
 
 def _linear_fn(ctx: OpContext) -> CanonicalOp:
@@ -428,7 +461,8 @@ FUNCTIONS: dict[Any, Rule] = {
     **{fn: activation(1.0) for fn in _HOMOGENEOUS_FUNCS},
     **{fn: activation(None) for fn in _NONHOMOGENEOUS_FUNCS},
     operator.pow: _pow, torch.pow: _pow, torch.square: _pow,
-    **{fn: identity(allows_mixing=False) for fn in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d)},
+    **{fn: _dropout_fn for fn in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d)},
+    F.embedding: _embedding_fn(1), torch.embedding: _embedding_fn(0),
     **{fn: _pool(averages) for fn, averages in _pools_fn.items()},
     **{fn: _kind(OpKind.RESHAPE) for fn in (torch.flatten, torch.reshape, torch.squeeze,
                                                               torch.unsqueeze, torch.unflatten)},
@@ -502,6 +536,7 @@ def _aten_table() -> dict:
         ("clone.default", torch.clone), ("alias.default", torch.clone), ("_to_copy.default", torch.clone),
         ("addmm.default", torch.addmm), ("unflatten.int", torch.unflatten), ("contiguous.default", torch.clone),
         ("squeeze.default", torch.squeeze), ("to.dtype", torch.clone), ("to.dtype_layout", torch.clone),
+        ("embedding.default", torch.embedding),
     ]
     table = {}
     for name, fn in pairs:

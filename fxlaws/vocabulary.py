@@ -47,6 +47,7 @@ class OpKind(_StrEnum):
     UNBIND = "unbind"        # unbind along ``axis`` (tuple output)
     STACK = "stack"          # torch.stack along a new ``axis``
     MASK = "mask"            # masked_fill: entries where a mask holds replaced by a number
+    EMBEDDING = "embedding"  # rows of a table ``weight`` gathered by integer indices (nn.Embedding, F.embedding)
     MHA = "mha"              # nn.MultiheadAttention (packed in_proj, same embed dim): ``groups`` = heads
     SHAPE = "shape"          # size / dim / shape / dtype: reads no values
     OUTPUT = "output"

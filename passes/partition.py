@@ -145,7 +145,7 @@ class Walk:
             return None
         if op.kind in JOIN:
             return JOIN[op.kind](self, node, op, ins)
-        main = node.args[0] if node.args else None
+        main = node.args[op.data_arg] if len(node.args) > op.data_arg else None
         flow = self.flow(main)
         if flow is None or any(a is not main for a, _ in ins):
             for _, f in ins:

@@ -84,10 +84,12 @@ def test_export_finds_the_same_laws_as_fx(name):
 
 def test_transformer_encoder_is_exported_and_gets_attention_laws():
     # nn.TransformerEncoderLayer is an fx leaf; auto capture exports it instead. d_model 32, 4 heads
-    # (dh 8), 2 layers, packed in_proj with bias: A1 = A2 = 2·4·36, A3 = 2·32 key-bias entries.
+    # (dh 8), 2 layers, packed in_proj with bias: A1 = A2 = 2·4·36, A3 = 2·32 key-bias entries; post-LN
+    # (x = norm(x + branch(x))): N1 on each layer's out_proj (32 column sums + 1 bias sum) and linear2
+    # (dim_feedforward 64 column sums + 1): 2·(33 + 65) = 196 translation laws more.
     model = MODELS["encoder-tiny"]()
     ann = fxlaws.annotate(model, model.example_inputs())
     assert ann.frontend == "export"
     counts = ann.counts()
-    assert (counts["attention-qk"], counts["attention-vo"], counts["translation"]) == (288, 288, 64)
+    assert (counts["attention-qk"], counts["attention-vo"], counts["translation"]) == (288, 288, 64 + 196)
     assert fxlaws.soundness(model, ann, trials=1, samples=4).ok

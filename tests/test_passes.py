@@ -8,7 +8,9 @@ from THEORY rows:
   R2  the same when several producers are summed before the activation (one coupling class)
   R3  a degree-k homogeneous map (x·x: k = 2): ‖W1[j]‖² + b1[j]² − 2‖W2[:, j]‖²
   G1  no activation: W1 W1ᵀ − W2ᵀ W2, symmetric c×c: c(c+1)/2 laws when the factors have ≥ c columns
-  N1  LayerNorm after a Linear: translations along 1 are centred away: Σ_j W[j, :] (in laws) and Σ_j b[j] (1)
+  N1  LayerNorm after a Linear: translations along 1 are centred away: Σ_j W[j, :] (in laws) and Σ_j b[j] (1);
+      through a residual stream read only by LayerNorms, every producer writing into it: a Linear
+      (in + 1 laws), an embedding (one per row), a position table added to it (one per position)
   N2  LayerNorm: one common scale of all its input channels: ‖W‖² + ‖b‖² (1 law, eps-broken: exact False)
   N3  the norm's affine γ, β make per-channel producers for the next Linear (one law a channel)
   T1  logits under softmax-cross-entropy: Σ_j W[j, :] (in laws) and Σ_j b[j] (1)
@@ -36,7 +38,7 @@ from fxlaws.errors import PassOrderError
 from fxlaws.laws.slots import Piece, Slot
 from fxlaws.meta import META_KEY, get_op
 from fxlaws.passes import (ANNOTATE, AnnotateState, AttachLawsPass, AttentionPass, MarkLawsPass, NormalisePass,
-                           PartitionPass, run_passes)
+                           PartitionPass, TranslationPass, run_passes)
 from fxlaws.passes.partition import Coupling, Partition, Space
 
 from helpers import worst_rel_inner
@@ -102,6 +104,26 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return x + self.fc(x)
+
+
+class Stream(nn.Module):
+    """A pre-LN residual stream of width 4 over 3 tokens: inp (3→4) + pos (1×3×4), one block
+    h + fc2(relu(fc1(ln1(h)))) with fc1 4→5, fc2 5→4, read out by head(ln2(h)) (4→2).
+
+    ``drop``: dropout of that probability on the block's branch; ``tap``: the head also reads the
+    stream without a norm (then nothing absorbs translations)."""
+
+    def __init__(self, drop: float = 0.0, tap: bool = False):
+        super().__init__()
+        self.inp, self.fc1, self.fc2, self.head = nn.Linear(3, 4), nn.Linear(4, 5), nn.Linear(5, 4), nn.Linear(4, 2)
+        self.pos = nn.Parameter(torch.zeros(1, 3, 4))
+        self.ln1, self.ln2 = nn.LayerNorm(4), nn.LayerNorm(4)
+        self.drop, self.tap = nn.Dropout(drop), tap
+
+    def forward(self, x):
+        h = self.inp(x) + self.pos
+        h = h + self.drop(self.fc2(torch.relu(self.fc1(self.ln1(h)))))
+        return self.head(self.ln2(h) + (h if self.tap else 0))
 
 
 class TwoSum(nn.Module):
@@ -232,7 +254,7 @@ def test_attach_without_partition_raises():
         AttachLawsPass()(state)
 
 
-@pytest.mark.parametrize("late_pass", [AttentionPass(), MarkLawsPass()], ids=repr)
+@pytest.mark.parametrize("late_pass", [AttentionPass(), TranslationPass(), MarkLawsPass()], ids=repr)
 def test_passes_reading_laws_need_attach(late_pass):
     state = run_passes([NormalisePass(), PartitionPass()], state_of(ReLUMLP()))
     assert state.laws is None
@@ -258,10 +280,10 @@ def test_normalise_needs_shapes():
 
 def test_run_passes_records_history():
     """Normalise writes metadata (modified), partition only analyses, attach adds the R1 family, the
-    MLP has no attention core, mark writes the family name on fc1 / fc2."""
+    MLP has no attention core and no LayerNorm (no translation law), mark writes the family name on fc1 / fc2."""
     state = annotated(ReLUMLP())
     assert state.history == [("NormalisePass", True), ("PartitionPass", False), ("AttachLawsPass", True),
-                             ("AttentionPass", False), ("MarkLawsPass", True)]
+                             ("AttentionPass", False), ("TranslationPass", False), ("MarkLawsPass", True)]
 
 
 def test_pass_results_modified_flags():
@@ -358,6 +380,19 @@ LAW_CASES = [
     # N2: 1 (one group of 4 channels); N1: Σ_j b1[j] (1) and Σ_j W1[j, :] (3); N3: LN γ/β vs fc2 columns: 4
     ("ln-mlp", LNMLP, VEC, None, {("scale", "N2", 1): 1, ("translation", "N1", 1): 1, ("translation", "N1", 3): 1,
                                   ("rescale", "N3", 4): 1}),
+    # the residual stream (N1 through the add): inp Σ_j W[j, :] (3) and Σ b (1); pos one sum per token (3);
+    # fc2 Σ_j W[j, :] (5) and Σ b (1). R1 on fc1 → fc2 (5 hidden channels); N3: ln1 γ/β vs fc1 columns (4),
+    # ln2 γ/β vs head columns (4). The stream reaches two norms: no common scale (N2), nothing more.
+    ("stream", Stream, TOKENS[:1] + (3, 3), None,
+     {("translation", "N1", 3): 2, ("translation", "N1", 1): 2, ("translation", "N1", 5): 1,
+      ("rescale", "R1", 5): 1, ("rescale", "N3", 4): 2}),
+    # dropout (train mode, p > 0) on the branch: fc2's output is masked at random, its translation is
+    # no longer constant along the features; the rest of the stream keeps its laws
+    ("stream-dropout", lambda: Stream(drop=0.5), TOKENS[:1] + (3, 3), None,
+     {("translation", "N1", 3): 2, ("translation", "N1", 1): 1, ("rescale", "R1", 5): 1, ("rescale", "N3", 4): 2}),
+    # the head reads the stream itself too (no norm in between): no translation law at all
+    ("stream-tap", lambda: Stream(tap=True), TOKENS[:1] + (3, 3), None,
+     {("rescale", "R1", 5): 1, ("rescale", "N3", 4): 1}),
     # T1 on the logits: Σ_j W[j, :] (3) and Σ_j b[j] (1)
     ("logits-ce", Logits, VEC, "cross_entropy", {("translation", "T1", 3): 1, ("translation", "T1", 1): 1}),
     # one head, dh = 2, d = 4, no biases: A1 2·3/2 = 3, A2 3

@@ -1,0 +1,191 @@
+"""Translation pass: N1 laws of every parameter whose translations reach centred normalisations only,
+through residual streams (THEORY N1).
+
+A LayerNorm over the last axis removes any translation constant along that axis, and a translation
+survives an add with *any* other value (unlike a rescaling). So a residual stream that is read only
+by LayerNorms (GPT-2, BERT, ViT, CLIP, Whisper) lets every producer writing into it shift its output
+along the feature axis: each output projection's bias and weight columns, each embedding row, each
+added position table and class token. This pass finds those producers by one backward sweep:
+
+* ``absorbed[v]``: the axes of value ``v`` along which *any* perturbation constant along the axis
+  leaves the loss unchanged to first order (so ``⟨∇L, δ⟩ = 0`` for the parameter directions below).
+  A value absorbs axis ``a`` when every use of it does: a centred norm over exactly that (last) axis;
+  an add/sub, a value-preserving op, a reshape, permute, expand, slice, a concatenation along another
+  axis or a product with a number, whose output absorbs the axis ``a`` lands on. Anything else
+  (activations, matmuls, softmax, dropout with p > 0, the model output) absorbs nothing.
+* Producers whose output absorbs its channel axis get the laws of their translation directions:
+  Linear — bias sum and weight column sums (``δW = 1 cᵀ`` shifts the output by ``⟨c, x⟩·1``); conv
+  with ``groups == 1`` likewise per input channel and tap (bias only for grouped convs); a norm's
+  shift β; an embedding — one sum per row; a parameter read directly (an added position table, a
+  class token) — one sum per entry of the other axes.
+
+Parameters that already carry a translation family (the partition's N1/T1/T2) or are tied are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.fx as fx
+
+from fxlaws.errors import PassOrderError
+from fxlaws.laws.builder import LawBuilder
+from fxlaws.laws.slots import Slot
+from fxlaws.meta import get_op, is_number
+from fxlaws.vocabulary import Arith, NormKind, OpKind
+
+from .base import FxlawsPass, PassResult
+from .pipeline import AnnotateState
+from .spaces import map_reshape, shape_of
+from .transfer import _index_of
+
+__all__ = ["TranslationPass", "absorbed_axes"]
+
+_NONE: frozenset = frozenset()
+
+
+class TranslationPass(FxlawsPass[AnnotateState]):
+    """Reads the normalised graph and ``state.laws``; adds N1 families (``kind="translation"``)."""
+
+    def requires(self, state: AnnotateState) -> None:
+        if state.laws is None:
+            raise PassOrderError("TranslationPass adds to state.laws: run AttachLawsPass first")
+
+    def call(self, state: AnnotateState) -> PassResult[AnnotateState]:
+        laws = state.laws
+        absorbed = absorbed_axes(state.graph_module.graph)
+        covered = {p for fam in laws.families if fam.kind == "translation" for p in fam.params}
+        before = len(laws.families)
+        for node, axes in absorbed.items():
+            if axes:
+                for slot, channels in _sources(node, axes, laws):
+                    if laws.canonical(slot).param in covered:
+                        continue
+                    covered.add(laws.canonical(slot).param)
+                    laws.sums(laws.canonical(slot), channels, channels, theory="N1", label=f"{slot.param}>stream",
+                              assumptions={"any-loss"}, modules=[get_op(node).module or node.name])
+        return PassResult(state, len(laws.families) > before)
+
+
+def absorbed_axes(graph: fx.Graph) -> dict[fx.Node, frozenset]:
+    """For each tensor value, the axes along which every use absorbs translations (one backward sweep)."""
+    absorbed: dict[fx.Node, frozenset] = {}
+    for node in reversed(graph.nodes):
+        shape = shape_of(node)
+        users = [u for u in node.users if get_op(u).kind.reads_values]
+        if shape is None or not users:
+            continue
+        axes: Optional[frozenset] = None
+        for user in users:
+            got = _absorbs(user, node, shape, absorbed)
+            axes = got if axes is None else axes & got
+            if not axes:
+                break
+        absorbed[node] = axes or _NONE
+    return absorbed
+
+
+def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed) -> frozenset:
+    """The axes of ``v`` along which ``user`` absorbs translations of ``v``."""
+    op = get_op(user)
+    kind, out_shape = op.kind, shape_of(user)
+    if kind is OpKind.NORM:
+        last = op.norm is NormKind.LAYER and op.axis == 1 and user.args[0] is v and v not in user.args[1:]
+        return frozenset({len(shape) - 1}) if last else _NONE
+    out = absorbed.get(user, _NONE)
+    if not out or out_shape is None:
+        return _NONE
+    if kind is OpKind.ADD or kind is OpKind.REPEAT or (kind is OpKind.IDENTITY and op.allows_mixing):
+        return _right_aligned(shape, out_shape, out)
+    if kind is OpKind.MUL:
+        if op.variant is Arith.NEG or (_other(user, v) is not None and is_number(_other(user, v))
+                                       and (op.variant is Arith.MUL or user.args[0] is v)):
+            return _right_aligned(shape, out_shape, out)
+        return _NONE
+    if kind is OpKind.RESHAPE:
+        moved = {a: map_reshape(shape, out_shape, a) for a in range(len(shape))}
+        return frozenset(a for a, m in moved.items()
+                         if m is not None and m[1] == 1 and out_shape[m[0]] == shape[a] and m[0] in out)
+    if kind is OpKind.PERMUTE:
+        return frozenset(a for a in range(len(shape)) if _permuted(user, len(shape), a) in out)
+    if kind is OpKind.GETITEM and user.args[0] is v:
+        return _indexed(user, shape, out)
+    if kind is OpKind.CAT and len(out_shape) == len(shape):
+        dim = op.axis % len(out_shape)
+        return frozenset(a for a in out if a != dim)
+    return _NONE
+
+
+def _right_aligned(shape, out_shape, out: frozenset) -> frozenset:
+    """Broadcasting: axis a of the input is axis a + (out ndim − in ndim) of the output; a translation
+    constant along a stays constant along it however the other axes broadcast."""
+    shift = len(out_shape) - len(shape)
+    return frozenset(a for a in range(len(shape)) if a + shift in out) if shift >= 0 else _NONE
+
+
+def _other(user: fx.Node, v: fx.Node):
+    args = list(user.args[:2])
+    if len(args) != 2 or args.count(v) != 1:
+        return None
+    return args[1] if args[0] is v else args[0]
+
+
+def _permuted(user: fx.Node, ndim: int, axis: int) -> Optional[int]:
+    """Where ``axis`` goes, read by running the op on a meta tensor whose sizes name the axes."""
+    probe = torch.empty(tuple(range(2, ndim + 2)), device="meta")
+    try:
+        if user.op == "call_method":
+            moved = getattr(probe, str(user.target))(*user.args[1:], **user.kwargs)
+        else:
+            moved = user.target(probe, *user.args[1:], **user.kwargs)
+        return list(moved.shape).index(axis + 2)
+    except Exception:
+        return None
+
+
+def _indexed(user: fx.Node, shape, out: frozenset) -> frozenset:
+    """Slices (any range and step) keep a translation constant along the sliced axis; an int drops the
+    axis; tensor indices give nothing."""
+    mapping: dict[int, Optional[int]] = {}
+    in_axis = out_axis = 0
+    for item in _index_of(user, len(shape)):
+        if item is None:  # a new axis
+            out_axis += 1
+            continue
+        if isinstance(item, slice) and not any(isinstance(x, fx.Node) for x in (item.start, item.stop, item.step)):
+            mapping[in_axis] = out_axis
+            out_axis += 1
+        elif isinstance(item, int):
+            mapping[in_axis] = None
+        else:
+            return _NONE
+        in_axis += 1
+    for a in range(in_axis, len(shape)):
+        mapping[a] = out_axis + a - in_axis
+    return frozenset(a for a, o in mapping.items() if o is not None and o in out)
+
+
+def _sources(node: fx.Node, axes: frozenset, laws: LawBuilder):
+    """(slot, channels) of the translation directions of ``node``'s parameters, when its output absorbs
+    translations along its channel axis."""
+    op, shape, shapes = get_op(node), shape_of(node), laws.facts.shapes
+    if op.kind is OpKind.LINEAR and len(shape) - 1 in axes and op.weight in shapes:
+        yield Slot.full(op.weight, op.w_out_axis, shape[-1]), shape[-1]
+        if op.bias is not None:
+            yield Slot.full(op.bias, 0, shape[-1]), shape[-1]
+    elif op.kind is OpKind.CONV and len(shape) - op.dims[0] - 1 in axes and op.weight in shapes:
+        n = shape[len(shape) - op.dims[0] - 1]
+        if op.groups == 1:  # grouped: a weight translation shifts each group's outputs differently
+            yield Slot.full(op.weight, 0, n), n
+        if op.bias is not None:
+            yield Slot.full(op.bias, 0, n), n
+    elif op.kind is OpKind.NORM and op.bias in shapes and len(shapes[op.bias]) == 1:
+        axis = len(shape) - 1 if op.norm.channel_axis_last else 1
+        if axis in axes:
+            yield Slot.full(op.bias, 0, shape[axis]), shape[axis]
+    elif op.kind is OpKind.EMBEDDING and len(shape) - 1 in axes and op.weight in shapes:
+        yield Slot.full(op.weight, 1, shape[-1]), shape[-1]
+    elif op.kind is OpKind.PARAM and str(node.target) in shapes:
+        axis = max(axes)  # one axis: translations along two axes share their constant direction
+        yield Slot.full(str(node.target), axis, shape[axis]), shape[axis]
