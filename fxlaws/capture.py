@@ -31,11 +31,12 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from .errors import ExampleInputsError, UntraceableModelError
 from .registry import decomposition, is_registered_leaf
 
-__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap"]
+__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap", "SIZE_KEY"]
 
 log = logging.getLogger(__name__)
 
 _MAX_OPAQUE_RETRIES = 64
+SIZE_KEY = "fxlaws_size"  #: node.meta key of the number / size a non-tensor node computed at capture
 _MAX_STAND_IN_NUMEL = 1 << 24  # activations a data-dependent op may read on CPU for a meta model
 _EXPORT_FIRST = (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
                  nn.TransformerDecoderLayer)
@@ -245,11 +246,14 @@ class _ShapeInterpreter(fx.Interpreter):
     @staticmethod
     def _record(n: fx.Node, result: Any) -> Any:
         """A tensor: its ``TensorMetadata``; a non-empty tuple or list of tensors: a tuple of theirs;
-        anything else (numbers, sizes, outputs mixing tensors and other values): no record."""
+        numbers and sizes: the value itself (``meta[SIZE_KEY]``); anything else: no record."""
         if isinstance(result, torch.Tensor):
             n.meta["tensor_meta"] = _extract_tensor_metadata(result)
         elif isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result):
             n.meta["tensor_meta"] = tuple(_extract_tensor_metadata(r) for r in result)
+        elif isinstance(result, (int, float, bool)) or (
+                isinstance(result, (tuple, list)) and all(isinstance(r, int) for r in result)):
+            n.meta[SIZE_KEY] = result  # sizes read by later ops (x.shape[0] in fx graphs)
         return result
 
     def _on_stand_ins(self, n: fx.Node) -> Any:

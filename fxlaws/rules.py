@@ -22,7 +22,7 @@ from .meta import CanonicalOp, is_number
 from .vocabulary import Arith, NormKind, OpKind
 
 __all__ = ["OpContext", "Rule", "MODULES", "FUNCTIONS", "METHODS", "ATEN", "rule_for", "torch_equivalent",
-           "activation", "identity", "opaque"]
+           "activation", "identity", "opaque", "mask_fill_value"]
 
 
 @dataclass
@@ -385,6 +385,24 @@ def _masked_fill(ctx: OpContext) -> CanonicalOp:
     return ctx.op(OpKind.MASK, ctx.where())
 
 
+def _where(ctx: OpContext) -> CanonicalOp:
+    """``where(cond, x, number)`` / ``where(cond, number, x)``: a masked fill of ``x`` (data_arg 1 / 2)."""
+    args = ctx.node.args
+    if len(args) == 3 and not ctx.node.kwargs:
+        if isinstance(args[1], fx.Node) and is_number(args[2]):
+            return ctx.op(OpKind.MASK, ctx.where(), data_arg=1)
+        if isinstance(args[2], fx.Node) and is_number(args[1]):
+            return ctx.op(OpKind.MASK, ctx.where(), data_arg=2)
+    return ctx.op(OpKind.OPAQUE, f"where of two computed values ({ctx.node.name})")
+
+
+def mask_fill_value(node: fx.Node, op: CanonicalOp) -> Any:
+    """The number a MASK node writes (``masked_fill(x, m, v)``, ``where(c, x, v)``, ``where(c, v, x)``)."""
+    if op.data_arg == 2:
+        return node.args[1]
+    return node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
+
+
 def _pow(ctx: OpContext) -> CanonicalOp:
     exponent = 2 if ctx.target is torch.square else ctx.node.args[1]
     method = ctx.node.op == "call_method"
@@ -484,6 +502,7 @@ FUNCTIONS: dict[Any, Rule] = {
     torch.unbind: _call(OpKind.UNBIND, 1),
     torch.stack: _call(OpKind.STACK, 1),
     torch.masked_fill: _masked_fill,
+    torch.where: _where,
 }
 
 #: tensor method name -> rule.
@@ -536,7 +555,8 @@ def _aten_table() -> dict:
         ("clone.default", torch.clone), ("alias.default", torch.clone), ("_to_copy.default", torch.clone),
         ("addmm.default", torch.addmm), ("unflatten.int", torch.unflatten), ("contiguous.default", torch.clone),
         ("squeeze.default", torch.squeeze), ("to.dtype", torch.clone), ("to.dtype_layout", torch.clone),
-        ("embedding.default", torch.embedding),
+        ("embedding.default", torch.embedding), ("where.ScalarOther", torch.where), ("where.ScalarSelf", torch.where),
+        ("where.Scalar", torch.where),
     ]
     table = {}
     for name, fn in pairs:

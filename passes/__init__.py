@@ -1,5 +1,5 @@
-"""torch.fx graph passes of fxlaws: normalise → partition → attach laws → attention → translations → mark
-laws
+"""torch.fx graph passes of fxlaws: normalise → partition → attach laws → attention → translations → shared
+shifts → mark laws
 (the annotate pipeline, :data:`ANNOTATE`), and instrument (a rewrite the user asks for).
 
 Every pass follows one protocol (:class:`~fxlaws.passes.base.FxlawsPass`: ``requires`` → ``call``
@@ -14,10 +14,12 @@ from .marks import MarkLawsPass
 from .normalise import NormalisePass
 from .partition import Partition, PartitionPass
 from .pipeline import AnnotateState, run_passes
+from .shifts import SharedShiftPass
 from .translations import TranslationPass
 
 #: the passes of ``fxlaws.annotate``, in order
-ANNOTATE = (NormalisePass(), PartitionPass(), AttachLawsPass(), AttentionPass(), TranslationPass(), MarkLawsPass())
+ANNOTATE = (NormalisePass(), PartitionPass(), AttachLawsPass(), AttentionPass(), TranslationPass(), SharedShiftPass(),
+            MarkLawsPass())
 
 __all__ = ["ANNOTATE", "AnnotateState", "FxlawsPass", "PassResult", "run_passes", "NormalisePass", "PartitionPass",
-           "Partition", "AttachLawsPass", "AttentionPass", "TranslationPass", "MarkLawsPass"]
+           "Partition", "AttachLawsPass", "AttentionPass", "TranslationPass", "SharedShiftPass", "MarkLawsPass"]

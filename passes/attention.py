@@ -30,6 +30,7 @@ from fxlaws.errors import PassOrderError
 from fxlaws.laws.builder import LawBuilder
 from fxlaws.laws.slots import Piece, Slot
 from fxlaws.meta import CanonicalOp, get_op, is_number
+from fxlaws.rules import mask_fill_value
 from fxlaws.vocabulary import Arith, OpKind
 
 from .base import FxlawsPass, PassResult
@@ -65,7 +66,7 @@ def _keeps_key_shift(node: fx.Node, op: CanonicalOp) -> bool:
     if op.kind is OpKind.MUL:
         return len(node.args) == 2 and is_number(node.args[1])
     if op.kind is OpKind.MASK:
-        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
+        value = mask_fill_value(node, op)
         return isinstance(value, float) and value == float("-inf")
     return False
 
@@ -132,10 +133,10 @@ def _core(node: fx.Node) -> Optional[_Core]:
     shift_only = True
     while isinstance(scores, fx.Node) and get_op(scores).kind is not OpKind.MATMUL:
         op = get_op(scores)
-        if not _is_score_op(op) or not isinstance(scores.args[0], fx.Node):
+        if not _is_score_op(op) or not isinstance(scores.args[op.data_arg], fx.Node):
             return None
         shift_only &= len(scores.users) == 1 and _keeps_key_shift(scores, op)
-        scores = scores.args[0]
+        scores = scores.args[op.data_arg]
     if not isinstance(scores, fx.Node) or len(scores.args) != 2:
         return None
     dim = get_op(attn).axis

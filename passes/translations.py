@@ -1,5 +1,5 @@
 """Translation pass: N1 laws of every parameter whose translations reach centred normalisations only,
-through residual streams (THEORY N1).
+through residual streams (THEORY N1), and T2 laws of those reaching a softmax along its axis only.
 
 A LayerNorm over the last axis removes any translation constant along that axis, and a translation
 survives an add with *any* other value (unlike a rescaling). So a residual stream that is read only
@@ -9,14 +9,16 @@ added position table and class token. This pass finds those producers by one bac
 
 * ``absorbed[v]``: the axes of value ``v`` along which *any* perturbation constant along the axis
   leaves the loss unchanged to first order (so ``⟨∇L, δ⟩ = 0`` for the parameter directions below).
-  A value absorbs axis ``a`` when every use of it does: a centred norm over exactly that (last) axis;
+  A value absorbs axis ``a`` when every use of it does: a centred norm over exactly that (last) axis,
+  a softmax along ``a`` (T5's relative position bias added to the scores);
   an add/sub, a value-preserving op, a reshape, permute, expand, slice, a concatenation along another
   axis or a product with a number, whose output absorbs the axis ``a`` lands on. Anything else
   (activations, matmuls, softmax, dropout with p > 0, the model output) absorbs nothing.
 * Producers whose output absorbs its channel axis get the laws of their translation directions:
   Linear — bias sum and weight column sums (``δW = 1 cᵀ`` shifts the output by ``⟨c, x⟩·1``); conv
   with ``groups == 1`` likewise per input channel and tap (bias only for grouped convs); a norm's
-  shift β; an embedding — one sum per row; a parameter read directly (an added position table, a
+  shift β; an embedding — one sum per row (the same shift of every row, one sum per feature, when the
+  absorbed axis is not the features); a parameter read directly (an added position table, a
   class token) — one sum per entry of the other axes.
 
 Parameters that already carry a translation family (the partition's N1/T1/T2) or are tied are skipped.
@@ -33,6 +35,7 @@ from fxlaws.errors import PassOrderError
 from fxlaws.laws.builder import LawBuilder
 from fxlaws.laws.slots import Slot
 from fxlaws.meta import get_op, is_number
+from fxlaws.rules import mask_fill_value
 from fxlaws.vocabulary import Arith, NormKind, OpKind
 
 from .base import FxlawsPass, PassResult
@@ -43,6 +46,7 @@ from .transfer import _index_of
 __all__ = ["TranslationPass", "absorbed_axes"]
 
 _NONE: frozenset = frozenset()
+_SUFFIX = {"N1": "stream", "T2": "softmax"}
 
 
 class TranslationPass(FxlawsPass[AnnotateState]):
@@ -54,7 +58,7 @@ class TranslationPass(FxlawsPass[AnnotateState]):
 
     def call(self, state: AnnotateState) -> PassResult[AnnotateState]:
         laws = state.laws
-        absorbed = absorbed_axes(state.graph_module.graph)
+        absorbed, rows = _sweep(state.graph_module.graph)
         covered = {p for fam in laws.families if fam.kind == "translation" for p in fam.params}
         before = len(laws.families)
         for node, axes in absorbed.items():
@@ -63,14 +67,20 @@ class TranslationPass(FxlawsPass[AnnotateState]):
                     if laws.canonical(slot).param in covered:
                         continue
                     covered.add(laws.canonical(slot).param)
-                    laws.sums(laws.canonical(slot), channels, channels, theory="N1", label=f"{slot.param}>stream",
+                    laws.sums(laws.canonical(slot), channels, channels, theory=rows[node], label=f"{slot.param}>{_SUFFIX[rows[node]]}",
                               assumptions={"any-loss"}, modules=[get_op(node).module or node.name])
         return PassResult(state, len(laws.families) > before)
 
 
 def absorbed_axes(graph: fx.Graph) -> dict[fx.Node, frozenset]:
     """For each tensor value, the axes along which every use absorbs translations (one backward sweep)."""
+    return _sweep(graph)[0]
+
+
+def _sweep(graph: fx.Graph) -> tuple[dict[fx.Node, frozenset], dict[fx.Node, str]]:
+    """(absorbed axes per value, the THEORY row of what absorbs them: N1 a norm, T2 a softmax)."""
     absorbed: dict[fx.Node, frozenset] = {}
+    row: dict[fx.Node, str] = {}
     for node in reversed(graph.nodes):
         shape = shape_of(node)
         users = [u for u in node.users if get_op(u).kind.reads_values]
@@ -78,24 +88,39 @@ def absorbed_axes(graph: fx.Graph) -> dict[fx.Node, frozenset]:
             continue
         axes: Optional[frozenset] = None
         for user in users:
-            got = _absorbs(user, node, shape, absorbed)
+            got = _absorbs(user, node, shape, absorbed, row)
             axes = got if axes is None else axes & got
             if not axes:
                 break
         absorbed[node] = axes or _NONE
-    return absorbed
+        if axes:
+            first = get_op(users[0])
+            row[node] = {OpKind.NORM: "N1", OpKind.SOFTMAX: "T2", OpKind.ATTENTION: "T2"}.get(first.kind) or row.get(
+                users[0], "N1")
+    return absorbed, row
 
 
-def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed) -> frozenset:
+def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed, row) -> frozenset:
     """The axes of ``v`` along which ``user`` absorbs translations of ``v``."""
     op = get_op(user)
     kind, out_shape = op.kind, shape_of(user)
     if kind is OpKind.NORM:
         last = op.norm is NormKind.LAYER and op.axis == 1 and user.args[0] is v and v not in user.args[1:]
         return frozenset({len(shape) - 1}) if last else _NONE
+    if kind is OpKind.SOFTMAX:  # softmax(x + c) = softmax(x) for c constant along its dim
+        alone = user.args[0] is v and v not in user.args[1:] and op.axis is not None
+        return frozenset({op.axis % len(shape)}) if alone else _NONE
+    if kind is OpKind.ATTENTION:  # an additive float mask (a position bias) shifts the scores along the keys
+        mask = user.args[3] if len(user.args) > 3 else user.kwargs.get("attn_mask")
+        alone = mask is v and v not in user.args[:3] and user.meta.get("tensor_meta") is not None
+        return frozenset({len(shape) - 1}) if alone and not _is_bool(v) else _NONE
     out = absorbed.get(user, _NONE)
     if not out or out_shape is None:
         return _NONE
+    if kind is OpKind.MASK:  # entries filled with -inf (or the dtype's lowest) drop out of the softmax
+        fill = mask_fill_value(user, op)
+        keeps = user.args[op.data_arg] is v and is_number(fill) and fill <= -1e30 and row.get(user) == "T2"
+        return _right_aligned(shape, out_shape, out) if keeps else _NONE
     if kind is OpKind.ADD or kind is OpKind.REPEAT or (kind is OpKind.IDENTITY and op.allows_mixing):
         return _right_aligned(shape, out_shape, out)
     if kind is OpKind.MUL:
@@ -115,6 +140,11 @@ def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed) -> frozenset:
         dim = op.axis % len(out_shape)
         return frozenset(a for a in out if a != dim)
     return _NONE
+
+
+def _is_bool(node: fx.Node) -> bool:
+    tm = node.meta.get("tensor_meta")
+    return getattr(tm, "dtype", None) is torch.bool
 
 
 def _right_aligned(shape, out_shape, out: frozenset) -> frozenset:
@@ -184,8 +214,12 @@ def _sources(node: fx.Node, axes: frozenset, laws: LawBuilder):
         axis = len(shape) - 1 if op.norm.channel_axis_last else 1
         if axis in axes:
             yield Slot.full(op.bias, 0, shape[axis]), shape[axis]
-    elif op.kind is OpKind.EMBEDDING and len(shape) - 1 in axes and op.weight in shapes:
-        yield Slot.full(op.weight, 1, shape[-1]), shape[-1]
+    elif op.kind is OpKind.EMBEDDING and op.weight in shapes:
+        if len(shape) - 1 in axes:  # one shift per row, along the features
+            yield Slot.full(op.weight, 1, shape[-1]), shape[-1]
+        else:  # along another axis (rows vary along it): the same shift of every row, per feature
+            rows = shapes[op.weight][0]
+            yield Slot.full(op.weight, 0, rows), rows
     elif op.kind is OpKind.PARAM and str(node.target) in shapes:
         axis = max(axes)  # one axis: translations along two axes share their constant direction
         yield Slot.full(str(node.target), axis, shape[axis]), shape[axis]

@@ -173,9 +173,10 @@ def test_example_input_forms_two(form):
     }[form]
     model = _Two()
     ann = fxlaws.annotate(model, inputs)
-    # two producers summed into one hidden space (R2): 4 laws
-    assert [f.name for f in ann.laws] == ["rescale:fx+fy>out"]
-    assert ann.counts() == {"rescale": 4}
+    # two producers summed into one hidden space (R2): 4 laws; their biases shifted by ±u cancel in the
+    # sum (T3): fx.bias − fy.bias, 4 laws
+    assert [f.name for f in ann.laws] == ["rescale:fx+fy>out", "translation:fx.bias+fy.bias:shared"]
+    assert ann.counts() == {"rescale": 4, "translation": 4}
     assert fxlaws.soundness(model, ann, inputs).ok
 
 

@@ -285,10 +285,10 @@ def test_r2_two_consumers(tuple_out):
     model, x = TwoConsumers(tuple_out).double(), vec()
     ann = annotate(model, x)
     # Hand derivation (THEORY R2 / §2 note): 3 ReLU units feeding c1 and c2: one law per unit,
-    # in_j - out_j(c1) - out_j(c2): 3 laws.
-    assert ann.counts() == {"rescale": 3}
-    assert rows(ann) == {"R2"}
-    (fam,) = ann.laws
+    # in_j - out_j(c1) - out_j(c2): 3 laws. Summed outputs: c1.bias + u and c2.bias − u cancel (T3), 2 laws.
+    assert ann.counts() == ({"rescale": 3} if tuple_out else {"rescale": 3, "translation": 2})
+    assert rows(ann) == ({"R2"} if tuple_out else {"R2", "T3"})
+    (fam,) = [f for f in ann.laws if f.theory == "R2"]
     p = params_of(model)
     hand = sq_rows(p["p.weight"]) + p["p.bias"] ** 2 - sq_cols(p["c1.weight"]) - sq_cols(p["c2.weight"])
     torch.testing.assert_close(fam.evaluate(p), hand, rtol=1e-12, atol=1e-12)
@@ -299,10 +299,10 @@ def test_r2_two_producers_summed():
     model, x = TwoProducers().double(), vec()
     ann = annotate(model, x)
     # Hand derivation (THEORY R2): p1 + p2 summed (nothing else added) -> ReLU -> c, 4 hidden units:
-    # Σ_P in_j - out_j per unit: 4 laws.
-    assert ann.counts() == {"rescale": 4}
-    assert rows(ann) == {"R2"}
-    (fam,) = ann.laws
+    # Σ_P in_j - out_j per unit: 4 laws. T3: p1.bias + u, p2.bias − u cancel in the sum: 4 laws.
+    assert ann.counts() == {"rescale": 4, "translation": 4}
+    assert rows(ann) == {"R2", "T3"}
+    (fam,) = [f for f in ann.laws if f.theory == "R2"]
     p = params_of(model)
     hand = (sq_rows(p["p1.weight"]) + p["p1.bias"] ** 2 + sq_rows(p["p2.weight"]) + p["p2.bias"] ** 2
             - sq_cols(p["c.weight"]))
@@ -1008,7 +1008,8 @@ def test_s2_gated_mlp_both_factors(act):
 
 def test_s2_refuses_a_product_inside_one_coupling():
     # relu(h1) ⊙ h2 where h1 and h2 are also summed (merging their spaces): scaling the merged class
-    # scales the product by λ², so no rescale law may be attached (completeness confirms it sound)
+    # scales the product by λ², so no rescale law may be attached (completeness confirms it sound); the
+    # two summed outputs' biases still trade shifts (T3: c.bias − d.bias, 2 laws)
     class Merged(nn.Module):
         def __init__(self):
             super().__init__()
@@ -1020,7 +1021,8 @@ def test_s2_refuses_a_product_inside_one_coupling():
 
     model, x = Merged().double(), torch.randn(4, 3, dtype=torch.float64)
     ann = annotate(model, x)
-    assert not ann.laws and "degree 2" in ann.no_law["a"]
+    assert [f.theory for f in ann.laws] == ["T3"] and ann.laws[0].params == ("c.bias", "d.bias")
+    assert "degree 2" in ann.no_law["a"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from fxlaws.errors import PassOrderError
 from fxlaws.laws.slots import Piece, Slot
 from fxlaws.meta import META_KEY, get_op
 from fxlaws.passes import (ANNOTATE, AnnotateState, AttachLawsPass, AttentionPass, MarkLawsPass, NormalisePass,
-                           PartitionPass, TranslationPass, run_passes)
+                           PartitionPass, SharedShiftPass, TranslationPass, run_passes)
 from fxlaws.passes.partition import Coupling, Partition, Space
 
 from helpers import worst_rel_inner
@@ -254,7 +254,7 @@ def test_attach_without_partition_raises():
         AttachLawsPass()(state)
 
 
-@pytest.mark.parametrize("late_pass", [AttentionPass(), TranslationPass(), MarkLawsPass()], ids=repr)
+@pytest.mark.parametrize("late_pass", [AttentionPass(), TranslationPass(), SharedShiftPass(), MarkLawsPass()], ids=repr)
 def test_passes_reading_laws_need_attach(late_pass):
     state = run_passes([NormalisePass(), PartitionPass()], state_of(ReLUMLP()))
     assert state.laws is None
@@ -283,7 +283,8 @@ def test_run_passes_records_history():
     MLP has no attention core and no LayerNorm (no translation law), mark writes the family name on fc1 / fc2."""
     state = annotated(ReLUMLP())
     assert state.history == [("NormalisePass", True), ("PartitionPass", False), ("AttachLawsPass", True),
-                             ("AttentionPass", False), ("TranslationPass", False), ("MarkLawsPass", True)]
+                             ("AttentionPass", False), ("TranslationPass", False), ("SharedShiftPass", False),
+                             ("MarkLawsPass", True)]
 
 
 def test_pass_results_modified_flags():
@@ -372,7 +373,8 @@ LAW_CASES = [
     # G1: W1 W1ᵀ − W2ᵀ W2, 4×4 symmetric; factors have 3 + 2 = 5 ≥ 4 columns: 4·5/2 = 10
     ("linear-mlp", lambda: MLP(act=None, bias=False), VEC, None, {("gl", "G1", 10): 1}),
     # R2: two summed producers, one law per channel of the shared space: 4
-    ("two-sum", TwoSum, VEC, None, {("rescale", "R2", 4): 1}),
+    # T3: fc1.bias + u, fc2.bias − u leave the sum unchanged: fc1.bias − fc2.bias, 4 laws
+    ("two-sum", TwoSum, VEC, None, {("rescale", "R2", 4): 1, ("translation", "T3", 4): 1}),
     # R1 per cat input: 4 (fc1) and 2 (fc2)
     ("cat", CatMLP, VEC, None, {("rescale", "R1", 4): 1, ("rescale", "R1", 2): 1}),
     # R3: one law per channel: 4
@@ -382,17 +384,20 @@ LAW_CASES = [
                                   ("rescale", "N3", 4): 1}),
     # the residual stream (N1 through the add): inp Σ_j W[j, :] (3) and Σ b (1); pos one sum per token (3);
     # fc2 Σ_j W[j, :] (5) and Σ b (1). R1 on fc1 → fc2 (5 hidden channels); N3: ln1 γ/β vs fc1 columns (4),
-    # ln2 γ/β vs head columns (4). The stream reaches two norms: no common scale (N2), nothing more.
+    # ln2 γ/β vs head columns (4). The stream reaches two norms: no common scale (N2). T3: inp.bias + u and
+    # every row of pos − u cancel in the sum: one combination, a vector of 4 whose feature sum is N1: 3.
     ("stream", Stream, TOKENS[:1] + (3, 3), None,
      {("translation", "N1", 3): 2, ("translation", "N1", 1): 2, ("translation", "N1", 5): 1,
-      ("rescale", "R1", 5): 1, ("rescale", "N3", 4): 2}),
+      ("rescale", "R1", 5): 1, ("rescale", "N3", 4): 2, ("translation", "T3", 3): 1}),
     # dropout (train mode, p > 0) on the branch: fc2's output is masked at random, its translation is
     # no longer constant along the features; the rest of the stream keeps its laws
     ("stream-dropout", lambda: Stream(drop=0.5), TOKENS[:1] + (3, 3), None,
-     {("translation", "N1", 3): 2, ("translation", "N1", 1): 1, ("rescale", "R1", 5): 1, ("rescale", "N3", 4): 2}),
-    # the head reads the stream itself too (no norm in between): no translation law at all
+     {("translation", "N1", 3): 2, ("translation", "N1", 1): 1, ("rescale", "R1", 5): 1, ("rescale", "N3", 4): 2,
+      ("translation", "T3", 3): 1}),
+    # the head reads the stream itself too (no norm in between): no N1 law; T3 keeps its combination,
+    # all 4 features of it
     ("stream-tap", lambda: Stream(tap=True), TOKENS[:1] + (3, 3), None,
-     {("rescale", "R1", 5): 1, ("rescale", "N3", 4): 1}),
+     {("rescale", "R1", 5): 1, ("rescale", "N3", 4): 1, ("translation", "T3", 4): 1}),
     # T1 on the logits: Σ_j W[j, :] (3) and Σ_j b[j] (1)
     ("logits-ce", Logits, VEC, "cross_entropy", {("translation", "T1", 3): 1, ("translation", "T1", 1): 1}),
     # one head, dh = 2, d = 4, no biases: A1 2·3/2 = 3, A2 3

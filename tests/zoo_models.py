@@ -193,3 +193,224 @@ def build(name: str) -> tuple[nn.Module, object]:
     torch.manual_seed(0)
     model, inputs = ZOO[name]()
     return model.to(DT), inputs
+
+
+# --- micro configurations: completeness (D − dim Lie) is a rank computation on D ≲ 1,000 scalars -------
+# Each builds (model, inputs, scope). scope "model": the library's whole model at the smallest widths it
+# accepts; "block: <class>": the library itself fixes widths too large for a rank computation (the
+# torchvision ResNet's 64…512 channels, timm/torchvision EfficientNet's multiples of 8), so one block of
+# that library class is measured instead. Dropout is 0 (it breaks translation laws in training mode;
+# the models of the same class with dropout keep the others), sequences are as long as the position
+# tables (unused rows would count as trivial laws).
+MB, MS, MV = 2, 4, 8  # micro batch, sequence length, vocabulary
+
+
+def _micro_ids() -> torch.Tensor:
+    return torch.randint(0, MV, (MB, MS), generator=torch.Generator().manual_seed(0))
+
+
+def _micro_image(size: int = 8, channels: int = 1) -> torch.Tensor:
+    return torch.randn(MB, channels, size, size, generator=torch.Generator().manual_seed(0), dtype=DT)
+
+
+def _micro_lm(cls: str, config: str, **cfg):
+    def build():
+        import transformers
+
+        conf = getattr(transformers, config)(vocab_size=MV, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                             max_position_embeddings=MS, **cfg)
+        return getattr(transformers, cls)(conf), {"input_ids": _micro_ids()}, "model"
+    return build
+
+
+def _micro_gpt2():
+    import transformers
+
+    cfg = transformers.GPT2Config(vocab_size=MV, n_embd=4, n_layer=1, n_head=2, n_positions=MS, n_inner=4,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2LMHeadModel(cfg), {"input_ids": _micro_ids()}, "model"
+
+
+def _micro_bert():
+    import transformers
+
+    cfg = transformers.BertConfig(vocab_size=MV, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=4, max_position_embeddings=MS, type_vocab_size=1,
+                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return transformers.BertModel(cfg), {"input_ids": _micro_ids()}, "model"
+
+
+def _micro_t5():
+    import transformers
+
+    cfg = transformers.T5Config(vocab_size=MV, d_model=4, d_kv=2, d_ff=4, num_layers=1, num_decoder_layers=1,
+                                num_heads=2, relative_attention_num_buckets=4, relative_attention_max_distance=8,
+                                dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0)
+    return (transformers.T5ForConditionalGeneration(cfg),
+            {"input_ids": _micro_ids(), "decoder_input_ids": _micro_ids()[:, :3]}, "model")
+
+
+def _micro_vit():
+    import transformers
+
+    cfg = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=4, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=4, num_labels=3, hidden_dropout_prob=0.0,
+                                 attention_probs_dropout_prob=0.0)
+    return transformers.ViTForImageClassification(cfg), {"pixel_values": _micro_image()}, "model"
+
+
+def _micro_clip():
+    import transformers
+
+    cfg = transformers.CLIPVisionConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=4, intermediate_size=4,
+                                        num_hidden_layers=1, num_attention_heads=2, projection_dim=4)
+    return transformers.CLIPVisionModel(cfg), {"pixel_values": _micro_image()}, "model"
+
+
+def _micro_whisper():
+    import transformers
+
+    cfg = transformers.WhisperConfig(vocab_size=MV, num_mel_bins=2, d_model=4, encoder_layers=1,
+                                     encoder_attention_heads=2, decoder_layers=1, decoder_attention_heads=2,
+                                     encoder_ffn_dim=4, decoder_ffn_dim=4, max_source_positions=MS,
+                                     max_target_positions=MS, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                     decoder_start_token_id=1, dropout=0.0, attention_dropout=0.0,
+                                     activation_dropout=0.0)
+    features = torch.randn(MB, 2, 2 * MS, generator=torch.Generator().manual_seed(0), dtype=DT)
+    return transformers.WhisperModel(cfg).encoder, {"input_features": features}, "model"
+
+
+def _micro_timm_resnet():
+    from timm.models.resnet import BasicBlock, ResNet
+
+    return (ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3, in_chans=1, stem_width=2, channels=(2, 2, 4, 4)),
+            (_micro_image(16),), "model")
+
+
+def _micro_timm_convnext():
+    from timm.models.convnext import ConvNeXt
+
+    return (ConvNeXt(in_chans=1, num_classes=3, depths=(1, 1), dims=(2, 4), kernel_sizes=3, patch_size=2),
+            (_micro_image(),), "model")
+
+
+def _micro_timm_vit():
+    from timm.models.vision_transformer import VisionTransformer
+
+    return (VisionTransformer(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=4, depth=1, num_heads=2,
+                              mlp_ratio=1.0), (_micro_image(),), "model")
+
+
+def _micro_timm_efficientnet():
+    from functools import partial
+
+    from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
+
+    block = InvertedResidual(4, 4, dw_kernel_size=3, exp_ratio=2.0, act_layer=nn.SiLU,
+                             se_layer=partial(SqueezeExcite, rd_ratio=0.25, act_layer=nn.SiLU))
+    return block, (_micro_image(4, 4),), "block: timm InvertedResidual (MBConv + SE)"
+
+
+def _micro_timm_regnet():
+    from timm.models.regnet import Bottleneck
+
+    return (Bottleneck(4, 4, group_size=2, bottle_ratio=1.0), (_micro_image(4, 4),),
+            "block: timm RegNet Bottleneck (grouped conv)")
+
+
+def _micro_timm_mixer():
+    from timm.models.mlp_mixer import MlpMixer
+
+    return (MlpMixer(num_classes=3, img_size=8, in_chans=1, patch_size=4, num_blocks=1, embed_dim=4,
+                     mlp_ratio=(0.5, 1.0)), (_micro_image(),), "model")
+
+
+def _micro_tv_resnet():
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    down = nn.Sequential(conv1x1(2, 4, stride=2), nn.BatchNorm2d(4))
+    return BasicBlock(2, 4, stride=2, downsample=down), (_micro_image(4, 2),), "block: torchvision BasicBlock (downsample)"
+
+
+def _micro_tv_convnext():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    return ConvNeXt([CNBlockConfig(2, 4, 1), CNBlockConfig(4, None, 1)], num_classes=3), (
+        _micro_image(8, 3),), "model"
+
+
+def _micro_tv_efficientnet():
+    from torchvision.models.efficientnet import MBConv, MBConvConfig
+
+    cnf = MBConvConfig(2, 3, 1, 8, 8, 1, width_mult=1.0, depth_mult=1.0)
+    return (MBConv(cnf, stochastic_depth_prob=0.0, norm_layer=nn.BatchNorm2d), (_micro_image(4, 8),),
+            "block: torchvision MBConv (SE)")
+
+
+def _micro_tv_swin():
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    return (SwinTransformer(patch_size=[2, 2], embed_dim=4, depths=[1], num_heads=[2], window_size=[2, 2],
+                            mlp_ratio=1.0, num_classes=3), (_micro_image(4, 3),), "model")
+
+
+def _micro_tv_mobilenet():
+    from functools import partial
+
+    from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
+
+    cnf = InvertedResidualConfig(8, 3, 16, 8, True, "HS", 1, 1, 1.0)
+    return (InvertedResidual(cnf, partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)), (_micro_image(4, 8),),
+            "block: torchvision InvertedResidual (SE, hardswish)")
+
+
+def _micro_tv_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return (VisionTransformer(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=4, mlp_dim=4,
+                              num_classes=3), (_micro_image(8, 3),), "model")
+
+
+def _micro_tv_densenet():
+    from torchvision.models import DenseNet
+
+    return (DenseNet(growth_rate=2, block_config=(1, 1), num_init_features=2, bn_size=1, num_classes=3),
+            (_micro_image(16, 3),), "model")
+
+
+_MICRO_DECODER = dict(num_attention_heads=2, num_key_value_heads=1)
+
+#: name -> builder of (model, inputs, scope) small enough for a Lie-algebra rank (tests/zoo_models.py top)
+MICRO: dict[str, Callable] = {
+    "hf/llama": _micro_lm("LlamaForCausalLM", "LlamaConfig", **_MICRO_DECODER),
+    "hf/gpt2": _micro_gpt2,
+    "hf/bert": _micro_bert,
+    "hf/t5": _micro_t5,
+    "hf/mixtral": _micro_lm("MixtralForCausalLM", "MixtralConfig", num_local_experts=2, num_experts_per_tok=1,
+                            **_MICRO_DECODER),
+    "hf/gemma2": _micro_lm("Gemma2ForCausalLM", "Gemma2Config", head_dim=4, sliding_window=2, **_MICRO_DECODER),
+    "hf/qwen3": _micro_lm("Qwen3ForCausalLM", "Qwen3Config", head_dim=4, **_MICRO_DECODER),
+    "hf/vit": _micro_vit,
+    "hf/clip-vision": _micro_clip,
+    "hf/whisper-encoder": _micro_whisper,
+    "timm/resnet": _micro_timm_resnet,
+    "timm/convnext": _micro_timm_convnext,
+    "timm/vit": _micro_timm_vit,
+    "timm/efficientnet": _micro_timm_efficientnet,
+    "timm/regnet": _micro_timm_regnet,
+    "timm/mlp-mixer": _micro_timm_mixer,
+    "tv/resnet": _micro_tv_resnet,
+    "tv/convnext": _micro_tv_convnext,
+    "tv/efficientnet": _micro_tv_efficientnet,
+    "tv/swin": _micro_tv_swin,
+    "tv/mobilenet-v3": _micro_tv_mobilenet,
+    "tv/vit": _micro_tv_vit,
+    "tv/densenet": _micro_tv_densenet,
+}
+
+
+def build_micro(name: str) -> tuple[nn.Module, object, str]:
+    """The micro configuration of zoo model ``name`` in float64 (seeded), its inputs and its scope."""
+    torch.manual_seed(0)
+    model, inputs, scope = MICRO[name]()
+    return model.to(DT), inputs, scope

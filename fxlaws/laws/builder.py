@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
 from . import symbolic
-from .family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, PairTerms, SumTerms
+from .family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, PairTerms, ShiftTerms, SumTerms
 from .slots import Slot
 
 __all__ = ["LawBuilder", "ParamFacts"]
@@ -196,6 +196,25 @@ class LawBuilder:
             expr=symbolic.deferred(symbolic.sum_expr, slot, self.facts.shapes, group), shape=shape,
             count=groups * _rest(slot, self.facts.shapes), exact=True, assumptions=assumptions, formula=text,
             evaluator=SumTerms(slot, group),
+        )
+
+    def shifts(self, sources, coefs, count: int, label: str, modules) -> Optional[LawFamily]:
+        """T3: parameters summed into one value; each row of ``coefs`` combines the sources' row sums
+        (``(param, feature axis, row or None)``) into a vector whose shifts cancel. Notes and returns
+        None when a source may not carry a law (tied, frozen)."""
+        slots = [Slot.full(p, axis, self.facts.shapes[p][axis]) for p, axis, _ in sources if p in self.facts.shapes]
+        if len(slots) != len(sources) or not self.usable(slots, modules):
+            return None
+        d = self.facts.shapes[sources[0][0]][sources[0][1]]
+        names = [f"{p}[{'Σ rows' if row is None else f'row {row}'}]" for p, _, row in sources]
+        text = "; ".join(" ".join(f"{'+' if c > 0 else '−'} {abs(c):.3g}·{n}" for c, n in zip(row, names) if abs(c) > 1e-12)
+                         .lstrip("+ ") for row in coefs[:2])
+        return self.family(
+            name=f"translation:{label}:shared", kind="translation", theory="T3", slots=slots, modules=modules,
+            expr=symbolic.deferred(symbolic.shift_expr, sources, coefs, self.facts.shapes), shape=(len(coefs), d),
+            count=count, exact=True, assumptions={"any-loss"},
+            formula=f"{text}{' …' if len(coefs) > 2 else ''}  (vectors over the {d} features; shifts that cancel in "
+                    f"the sum)", evaluator=ShiftTerms(tuple(sources), tuple(tuple(r) for r in coefs)),
         )
 
     def key_bias(self, slot: Slot, label: str, modules, formula: str) -> LawFamily:

@@ -19,7 +19,8 @@ from torch import Tensor
 from .slots import Slot, SquareSums
 from .symbolic import Deferred
 
-__all__ = ["LawFamily", "evaluate_all", "full_precision", "square_needs", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms"]
+__all__ = ["LawFamily", "evaluate_all", "full_precision", "square_needs", "DiagonalTerms", "GramTerms", "BlockGramTerms", "PairTerms", "SumTerms",
+           "ShiftTerms"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -135,6 +136,33 @@ class SumTerms:
         if p.shape[1] == 1:
             p = p[:, 0]
         return p[0] if p.shape[0] == 1 else p
+
+
+@functools.lru_cache(maxsize=1024)
+def _coef_matrix(values: tuple[tuple[float, ...], ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class ShiftTerms:
+    """``h[k] = Σ_i C[k, i] · S_i``: combinations of parameter rows summed into one value (T3).
+
+    ``sources`` are ``(param, feature axis, row)``: ``S_i`` is the sum of every row of ``param`` along
+    the other axes (``row`` None) or that one flattened row, a vector over the feature axis. Each row
+    of ``coefs`` is a combination whose shifts cancel in the value they are summed into.
+    """
+
+    sources: tuple[tuple[str, int, object], ...]
+    coefs: tuple[tuple[float, ...], ...]
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        rows = []
+        for name, axis, row in self.sources:
+            p = params[name].movedim(axis, -1)
+            p = p.reshape(-1, p.shape[-1])
+            rows.append(p.sum(0) if row is None else p[row])
+        s = torch.stack(rows)  # (sources, d)
+        return _coef_matrix(self.coefs, s.device, s.dtype) @ s
 
 
 class _Template:

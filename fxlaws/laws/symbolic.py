@@ -130,6 +130,30 @@ def sum_expr(slot: Slot, shapes: Mapping[str, Sequence[int]], group: int) -> sym
     return Sum(base[idx], (J, lo, lo + group - 1))
 
 
+def shift_expr(sources, coefs, shapes: Mapping[str, Sequence[int]]) -> sympy.Expr:
+    """Entry ``(g, j)`` of ``Σ_i coefs[g][i] · S_i[j]``, S_i the row sum (or one row) of source i at feature j
+    (the first combination, ``g = 0``, as the template)."""
+    terms = []
+    for (param, axis, row), c in zip(sources, coefs[0]):
+        if abs(c) < 1e-12:
+            continue
+        shape = shapes[param]
+        base = IndexedBase(symbol_name(param))
+        others = [d for d in range(len(shape)) if d != axis]
+        if row is None:
+            idx = tuple(J if d == axis else _dummy(d) for d in range(len(shape)))
+            expr = base[idx]
+            for d in others:
+                expr = Sum(expr, (_dummy(d), 0, shape[d] - 1))
+        else:
+            flat, pos = int(row), {}
+            for d in reversed(others):
+                flat, pos[d] = divmod(flat, shape[d])
+            expr = base[tuple(J if d == axis else pos[d] for d in range(len(shape)))]
+        terms.append(_times(sympy.nsimplify(c, rational=False, tolerance=1e-9), expr))
+    return sympy.Add(*terms)
+
+
 def substitute(expr: sympy.Basic, symbols: Mapping[str, str], params: Mapping, **indices) -> float:
     """Numeric value of one entry of ``expr`` (tiny instances only): indices by name, e.g. ``j=2``."""
     subs = {Symbol(k, integer=True, nonnegative=True): v for k, v in indices.items()}

@@ -1,0 +1,179 @@
+"""Shared-shift pass: T3 laws of parameters summed into one value.
+
+Token, position and segment embeddings, a class token, a patch projection's bias: transformers sum
+several parameter tables into their input stream. Shifting every row of one table by a vector ``u``
+and every row of another by ``−u`` leaves the sum — and so the loss — unchanged, for every ``u``:
+a translation symmetry in parameter space, whose law is the difference of the two tables' row sums
+(a vector over the features). Which combinations cancel is read numerically, not by pattern: each
+*source* (all rows of an embedding, a bias, one row of a parameter read directly) contributes the
+field ``indicator ⊗ u`` to the value where the sum ends; the chain ops (adds, concatenations along
+other axes, reshapes, permutes, expands, identities) are replayed on those fields, and the null space
+of the stacked fields gives the combinations (checked with a second ``u``).
+
+A source belongs to a sum when its output reaches the sum's end through single-use chain ops only
+(so the shift has no other route); its parameter must be used once and be trainable. When the end
+value absorbs feature translations (a LayerNorm reads it), each source's own feature sum is an N1
+law already, and each combination adds ``d − 1`` laws instead of ``d``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.fx as fx
+
+from fxlaws.capture import SIZE_KEY
+from fxlaws.errors import PassOrderError
+from fxlaws.meta import get_op
+from fxlaws.vocabulary import OpKind
+
+from .base import FxlawsPass, PassResult
+from .pipeline import AnnotateState
+from .spaces import shape_of
+from .translations import absorbed_axes
+
+__all__ = ["SharedShiftPass"]
+
+_SOURCES = frozenset({OpKind.EMBEDDING, OpKind.LINEAR, OpKind.CONV, OpKind.NORM, OpKind.PARAM})
+_MAX_ROWS = 4096  # a parameter read directly with more rows than this is not a position table
+_CHAIN = frozenset({OpKind.ADD, OpKind.CAT, OpKind.RESHAPE, OpKind.PERMUTE, OpKind.REPEAT, OpKind.IDENTITY})
+
+
+class SharedShiftPass(FxlawsPass[AnnotateState]):
+    """Reads the normalised graph and ``state.laws``; adds T3 families (``kind="translation"``)."""
+
+    def requires(self, state: AnnotateState) -> None:
+        if state.laws is None:
+            raise PassOrderError("SharedShiftPass adds to state.laws: run AttachLawsPass first")
+
+    def call(self, state: AnnotateState) -> PassResult[AnnotateState]:
+        gm, laws = state.graph_module, state.laws
+        params = dict(gm.named_parameters())
+        by_end: dict[fx.Node, list[tuple]] = {}
+        for node in gm.graph.nodes:
+            end = _end_of(node) if get_op(node).kind in _SOURCES else None
+            if end is not None:
+                by_end.setdefault(end, []).extend(_sources(node, params))
+        absorbed = None
+        before = len(laws.families)
+        for end, sources in by_end.items():
+            if len({(s[0], s[1], s[2]) for s in sources}) < 2:
+                continue
+            coefs = _cancelling(gm, end, sources)
+            if not coefs:
+                continue
+            absorbed = absorbed_axes(gm.graph) if absorbed is None else absorbed
+            d = shape_of(end)[-1]
+            per = d - 1 if len(shape_of(end)) - 1 in absorbed.get(end, ()) else d
+            modules = list(dict.fromkeys(get_op(s[3]).module or s[3].name for s in sources))
+            label = "+".join(dict.fromkeys(s[0] for s in sources))
+            laws.shifts([s[:3] for s in sources], coefs, per * len(coefs), label, modules)
+        return PassResult(state, len(laws.families) > before)
+
+
+def _sources(node: fx.Node, params: dict):
+    """(param, feature axis, row or None, node, field maker) for the shifts ``node`` makes in its output."""
+    op, shape = get_op(node), shape_of(node)
+    if shape is None or not shape:
+        return
+    if op.kind is OpKind.EMBEDDING and op.weight in params:
+        yield op.weight, 1, None, node, lambda u: u.expand(shape).clone()
+    elif op.kind is OpKind.LINEAR and op.bias in params and params[op.bias].dim() == 1:
+        yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
+    elif op.kind is OpKind.CONV and op.bias in params and len(shape) > 2:
+        yield op.bias, 0, None, node, lambda u: u.reshape(-1, *[1] * (len(shape) - 2)).expand(shape).clone()
+    elif op.kind is OpKind.NORM and op.norm.channel_axis_last and op.bias in params and params[op.bias].dim() == 1:
+        yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
+    elif op.kind is OpKind.PARAM and str(node.target) in params and params[str(node.target)].requires_grad:
+        rows = math.prod(shape[:-1])
+        for r in range(rows if len(shape) > 1 and rows <= _MAX_ROWS else 0):
+            def field(u, r=r):
+                f = torch.zeros(rows, shape[-1], dtype=u.dtype)
+                f[r] = u
+                return f.reshape(shape)
+            yield str(node.target), len(shape) - 1, r, node, field
+
+
+def _end_of(node: fx.Node) -> Optional[fx.Node]:
+    """Follow single value-users through chain ops; the last value reached (None: nothing summed)."""
+    cur, moved = node, False
+    while True:
+        users = [u for u in cur.users if get_op(u).kind.reads_values]
+        if len(users) != 1 or not _chain(users[0], cur):
+            return cur if moved else None
+        cur, moved = users[0], True
+
+
+def _chain(user: fx.Node, arg: fx.Node) -> bool:
+    op = get_op(user)
+    if op.kind not in _CHAIN or (op.kind is OpKind.IDENTITY and not op.allows_mixing):
+        return False
+    if shape_of(user) is None or not shape_of(user):
+        return False
+    if op.kind is OpKind.CAT:
+        return len(shape_of(user)) == len(shape_of(arg)) and op.axis % len(shape_of(user)) != len(shape_of(user)) - 1
+    return True
+
+
+def _cancelling(gm: fx.GraphModule, end: fx.Node, sources) -> list[list[float]]:
+    """Rows of coefficients whose fields cancel at ``end`` for two random feature vectors."""
+    d = shape_of(end)[-1]
+    g = torch.Generator().manual_seed(0)
+    stacks = []
+    for _ in range(2):
+        u = torch.randn(d, generator=g, dtype=torch.float64)
+        fields = []
+        for _, _, _, node, make in sources:
+            try:
+                start = make(u)  # the source's feature axis has the end's width, or it is not this sum's
+            except RuntimeError:
+                return []
+            value = _replay(gm, node, start, end)
+            if value is None or value.shape[-1] != d:
+                return []
+            fields.append(value.reshape(-1))
+        stacks.append(torch.stack(fields))
+    u_, sv, _ = torch.linalg.svd(stacks[0], full_matrices=True)  # combinations c with cᵀ F = 0: left null space
+    rank = int((sv > 1e-9 * max(float(sv[0]), 1.0)).sum())
+    null = u_[:, rank:].T
+    if null.shape[0] == 0 or float((null @ stacks[1]).abs().max()) > 1e-9 * float(stacks[1].abs().max()):
+        return []
+    return [[round(float(c), 12) for c in row] for row in null]
+
+
+def _replay(gm: fx.GraphModule, start: fx.Node, value: torch.Tensor, end: fx.Node) -> Optional[torch.Tensor]:
+    """The field at ``end`` when ``start`` outputs ``value`` and every other tensor on the way is zero."""
+    cur = start
+    while cur is not end:
+        (user,) = [u for u in cur.users if get_op(u).kind.reads_values]
+        try:
+            value = _run(gm, user, cur, value)
+        except Exception:
+            return None
+        cur = user
+    return value
+
+
+def _run(gm: fx.GraphModule, node: fx.Node, arg: fx.Node, value: torch.Tensor) -> torch.Tensor:
+    def sub(a):
+        if a is arg:
+            return value
+        if isinstance(a, fx.Node):
+            tm = a.meta.get("tensor_meta")
+            if tm is not None and hasattr(tm, "shape"):
+                return torch.zeros(tuple(tm.shape), dtype=torch.float64)
+            if SIZE_KEY in a.meta:
+                return a.meta[SIZE_KEY]
+            raise ValueError(f"{a.name} is neither a tensor nor a size recorded at capture")
+        if isinstance(a, (list, tuple)):
+            return type(a)(sub(x) for x in a)
+        return a
+
+    args, kwargs = sub(node.args), {k: sub(v) for k, v in node.kwargs.items()}
+    if node.op == "call_module":
+        return gm.get_submodule(str(node.target))(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+    return node.target(*args, **kwargs)
