@@ -11,7 +11,7 @@ from torch import nn
 from fxlaws.passes import ANNOTATE, AnnotateState, run_passes
 
 from .annotation import Annotation
-from .capture import capture, unwrap
+from .capture import capture, one_thread, unwrap
 from .errors import UnsupportedOpError
 from .meta import get_op
 from .vocabulary import OpKind
@@ -70,8 +70,11 @@ def annotate(
     model, wrappers = unwrap(model)
     if example_inputs is None and hasattr(model, "example_inputs"):
         example_inputs = model.example_inputs()
-    cap = capture(model, example_inputs, frontend=frontend, leaf_modules=leaf_modules)
-    state = run_passes(ANNOTATE, AnnotateState(model, cap, train=train, loss=loss))
+    # One intra-op thread: annotate computes nothing large (shapes propagate on meta tensors, the
+    # passes read index tensors and tiny matrices); extra threads only wait for busy cores.
+    with one_thread():
+        cap = capture(model, example_inputs, frontend=frontend, leaf_modules=leaf_modules)
+        state = run_passes(ANNOTATE, AnnotateState(model, cap, train=train, loss=loss))
     gm, families, reasons = cap.graph_module, state.laws.families, state.laws.reasons
     canonical = state.laws.facts.canonical
     if strict:

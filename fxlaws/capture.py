@@ -31,7 +31,8 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from .errors import ExampleInputsError, UntraceableModelError
 from .registry import decomposition, is_registered_leaf
 
-__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap", "SIZE_KEY"]
+__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap", "SIZE_KEY",
+           "one_thread", "propagate_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -314,11 +315,50 @@ def preserved(model: nn.Module):
                     b.copy_(buffers[name])
 
 
-def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence) -> Any:
-    """Run ``interpreter`` once in eval mode under ``no_grad``; restore every module's mode and buffer."""
+@contextlib.contextmanager
+def one_thread():
+    """Run on one intra-op thread (small index-tensor bookkeeping and tiny linear algebra): threads
+    cannot speed it up, and where the cores are busy every parallel op waits for a scheduler slice
+    (LLaMA-7B on meta, two busy cores: ~25 s instead of ~3 s). The caller's thread count is restored."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence, *, meta: bool = False) -> Any:
+    """Run ``interpreter`` once in eval mode under ``no_grad``; restore every module's mode and buffer.
+
+    ``meta``: the graph's parameters, buffers and the inputs are swapped for meta tensors of the same
+    shapes and dtypes for the run (nothing is computed: the cost does not grow with FLOPs, dtype or
+    the machine's load); the model itself is not touched.
+    """
     with preserved(model), torch.no_grad():
         model.eval()
-        return interpreter.run(*inputs)
+        if not meta:
+            return interpreter.run(*inputs)
+        from torch.nn.utils.stateless import _reparametrize_module
+        from torch.utils import _pytree as pytree
+
+        gm = interpreter.module
+        state = {n: t.to("meta") for n, t in (*gm.named_parameters(remove_duplicate=False),
+                                              *gm.named_buffers(remove_duplicate=False)) if not t.is_meta}
+        on_meta = pytree.tree_map_only(torch.Tensor, lambda t: t.to("meta"), list(inputs))
+        with _reparametrize_module(gm, state, strict=False):
+            return interpreter.run(*on_meta)
+
+
+def propagate_shapes(model: nn.Module, gm: fx.GraphModule, inputs: Sequence) -> None:
+    """Record ``tensor_meta`` on every node of ``gm``: on meta tensors (no real forward), or, where an op
+    has no meta kernel or reads values the meta device does not have, by one real run."""
+    try:
+        run_graph(model, _ShapeInterpreter(gm), inputs, meta=True)
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure on meta: the real run decides (and explains)
+        log.debug("shape propagation on meta tensors failed (%s); running the graph once", exc)
+    run_graph(model, _ShapeInterpreter(gm), inputs)
 
 
 class _TensorOutputs(nn.Module):
@@ -511,7 +551,7 @@ def capture(
             opaque[path] = "forward hook (fx does not trace hooks; torch.export failed)"
     if inputs is None:
         inputs = _placeholder_values(model, gm, args, kwargs)
-    run_graph(model, _ShapeInterpreter(gm), inputs)
+    propagate_shapes(model, gm, inputs)
 
     aliases: dict[str, list[str]] = {}
     canonical: dict[int, str] = {}

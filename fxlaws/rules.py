@@ -197,18 +197,31 @@ def _embedding_module(ctx: OpContext) -> CanonicalOp:
     m = ctx.module
     if m.max_norm is not None:  # renormalises rows of the weight in place during the forward
         return ctx.op(OpKind.OPAQUE, f"Embedding {ctx.path} with max_norm (rewrites its weight in the forward)")
-    return ctx.op(OpKind.EMBEDDING, f"Embedding {ctx.path}", weight=ctx.own("weight"))
+    local = m.padding_idx is not None or m.scale_grad_by_freq
+    return ctx.op(OpKind.EMBEDDING, f"Embedding {ctx.path}", weight=ctx.own("weight"),
+                  flags=frozenset({"row-local-gradients"}) if local else frozenset())
 
 
 def _embedding_fn(weight_pos: int) -> Rule:
-    """F.embedding(input, weight, ...) and torch.embedding / aten.embedding(weight, input, ...)."""
+    """F.embedding(input, weight, ...) and torch.embedding / aten.embedding(weight, input, ...).
+
+    ``flags`` holds "row-local-gradients" when autograd's gradient of the table is not the true one
+    beyond each row: the padding row gets none, ``scale_grad_by_freq`` rescales rows. Laws of one
+    row stay exact; laws moving all rows together (a common shift) do not."""
     def rule(ctx: OpContext) -> CanonicalOp:
         weight = ctx.arg(weight_pos, "weight")
         wn = ctx.param(weight)
         max_norm = ctx.arg(3, "max_norm") if weight_pos == 1 else None
         if wn is None or max_norm is not None:
             return ctx.op(OpKind.OPAQUE, f"embedding of a computed table or with max_norm ({ctx.node.name})")
-        return ctx.op(OpKind.EMBEDDING, f"embedding {wn} ({ctx.node.name})", weight=wn)
+        if weight_pos == 1:  # F.embedding(input, weight, padding_idx=None, max_norm, norm_type, scale_grad_by_freq)
+            padding, by_freq = ctx.arg(2, "padding_idx"), ctx.arg(5, "scale_grad_by_freq", False)
+            local = padding is not None or by_freq
+        else:  # torch.embedding / aten.embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False)
+            padding, by_freq = ctx.arg(2, "padding_idx", -1), ctx.arg(3, "scale_grad_by_freq", False)
+            local = padding != -1 or by_freq
+        return ctx.op(OpKind.EMBEDDING, f"embedding {wn} ({ctx.node.name})", weight=wn,
+                      flags=frozenset({"row-local-gradients"}) if local else frozenset())
     return rule
 
 

@@ -18,14 +18,13 @@ data movement sits between the projection and the scores (RoPE or q/k-norm ⇒ n
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.fx as fx
 
-from fxlaws.capture import run_graph
+from fxlaws.capture import one_thread, run_graph
 from fxlaws.errors import PassOrderError
 from fxlaws.laws.builder import LawBuilder
 from fxlaws.laws.slots import Piece, Slot
@@ -54,8 +53,11 @@ def _linear_input(node: fx.Node):
 
 
 def _is_score_op(op: CanonicalOp) -> bool:
-    """What may sit between q·kᵀ and the softmax: adds of masks/biases, scales, masked fills."""
-    return op.kind in (OpKind.ADD, OpKind.MASK) or (op.kind is OpKind.MUL and op.variant is not Arith.NEG)
+    """What may sit between q·kᵀ and the softmax: adds of masks/biases, scales, masked fills, and
+    element-wise functions of the scores (Gemma 2's soft-capping ``c·tanh(s/c)``): any function of
+    q·kᵀ alone keeps the q/k symmetries (A1/A4/A5); only shifts keep A3 (``_keeps_key_shift``)."""
+    return (op.kind in (OpKind.ADD, OpKind.MASK, OpKind.ACT)
+            or (op.kind is OpKind.MUL and op.variant is not Arith.NEG))
 
 
 def _keeps_key_shift(node: fx.Node, op: CanonicalOp) -> bool:
@@ -80,19 +82,6 @@ def _is_move(node: fx.Node) -> bool:
     """Pure data movement: layout ops, and value-preserving copies and casts (not dropout)."""
     op = get_op(node)
     return op.kind in _LAYOUT or (op.kind is OpKind.IDENTITY and op.allows_mixing)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run small index-tensor bookkeeping on one intra-op thread. Threads cannot speed it up, and
-    where the cores are busy every parallel op waits for a scheduler slice (LLaMA-7B on meta, two
-    busy cores: ~25 s instead of ~3 s). The caller's thread count is restored."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)
@@ -241,7 +230,7 @@ def _exclusive(producer: fx.Node, allowed: set, ends: set) -> bool:
 
 def _head_table(value, transposed: bool):
     """(heads, dh) table of producer rows from an index value (*batch, T, dh); None if inconsistent."""
-    if value is None or value.dim() < 2:
+    if value is None or value.is_meta or value.dim() < 2:  # meta: computed off the chains (e.g. a q/k norm)
         return None
     if transposed:
         value = value.transpose(-1, -2)
@@ -347,16 +336,15 @@ class AttentionPass(FxlawsPass[AnnotateState]):
             return PassResult(state, False)
         before = len(laws.families)
         interp = search.interpreter(gm)
-        on_meta = any(p.is_meta for p in state.model.parameters())  # then the run computes index tensors only
-        try:
-            with _one_thread() if on_meta else contextlib.nullcontext():
-                run_graph(state.model, interp, state.capture.inputs)
+        try:  # parameters and inputs on meta: the run computes the chains' index tensors only
+            with one_thread():
+                run_graph(state.model, interp, state.capture.inputs, meta=True)
         except Exception as exc:  # fall back to no attention law rather than guess
             for c in search.cores:
                 laws.note([get_op(c.node).module], f"attention layout could not be read ({exc})")
             return PassResult(state, False)
         search.reads = interp.values
-        with _one_thread():
+        with one_thread():
             for core in search.cores:
                 _HeadLaws(laws, core, search).attach()
         return PassResult(state, len(laws.families) > before)

@@ -78,7 +78,7 @@ def _sources(node: fx.Node, params: dict):
     op, shape = get_op(node), shape_of(node)
     if shape is None or not shape:
         return
-    if op.kind is OpKind.EMBEDDING and op.weight in params:
+    if op.kind is OpKind.EMBEDDING and op.weight in params and "row-local-gradients" not in op.flags:
         yield op.weight, 1, None, node, lambda u: u.expand(shape).clone()
     elif op.kind is OpKind.LINEAR and op.bias in params and params[op.bias].dim() == 1:
         yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
@@ -118,29 +118,69 @@ def _chain(user: fx.Node, arg: fx.Node) -> bool:
 
 
 def _cancelling(gm: fx.GraphModule, end: fx.Node, sources) -> list[list[float]]:
-    """Rows of coefficients whose fields cancel at ``end`` for two random feature vectors."""
+    """Rows of coefficients whose fields cancel at ``end``: each field must be ``indicator ⊗ u`` (the
+    chain moved positions, not features); the combinations are the left null space of the stacked
+    indicators, checked with a second random ``u``."""
     d = shape_of(end)[-1]
     g = torch.Generator().manual_seed(0)
     stacks = []
     for _ in range(2):
         u = torch.randn(d, generator=g, dtype=torch.float64)
-        fields = []
-        for _, _, _, node, make in sources:
-            try:
-                start = make(u)  # the source's feature axis has the end's width, or it is not this sum's
-            except RuntimeError:
+        indicators: list = []
+        for node in dict.fromkeys(s[3] for s in sources):
+            mine = [s for s in sources if s[3] is node]
+            got = _indicators(gm, node, mine, u, end)
+            if got is None:
                 return []
-            value = _replay(gm, node, start, end)
-            if value is None or value.shape[-1] != d:
-                return []
-            fields.append(value.reshape(-1))
-        stacks.append(torch.stack(fields))
-    u_, sv, _ = torch.linalg.svd(stacks[0], full_matrices=True)  # combinations c with cᵀ F = 0: left null space
-    rank = int((sv > 1e-9 * max(float(sv[0]), 1.0)).sum())
-    null = u_[:, rank:].T
+            indicators.extend(got)
+        stacks.append(torch.stack(indicators))
+    gram = stacks[0] @ stacks[0].T
+    evals, evecs = torch.linalg.eigh(gram)
+    null = evecs[:, evals <= 1e-9 * max(float(evals.max()), 1.0)].T
     if null.shape[0] == 0 or float((null @ stacks[1]).abs().max()) > 1e-9 * float(stacks[1].abs().max()):
         return []
     return [[round(float(c), 12) for c in row] for row in null]
+
+
+def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: fx.Node) -> Optional[list]:
+    """The indicator at ``end`` of each source of ``node``. The rows of a parameter read directly are
+    replayed at once, labelled 1, 2, …: where each end position holds one row's label, that is its
+    indicator (one replay, not one per row); otherwise each row is replayed alone."""
+    if len(mine) > 1:
+        shape = shape_of(node)  # a parameter read directly, one source per row (in order)
+        if shape[-1] != u.shape[0]:
+            return None  # its features are not the end's
+        rows = torch.arange(1, len(mine) + 1, dtype=u.dtype)[:, None]
+        labelled = (rows * u).reshape(shape)
+        ind = _indicator(gm, node, labelled, u, end)
+        if ind is not None:
+            labels = torch.round(ind)
+            if float((ind - labels).abs().max()) < 1e-9 and bool(((labels >= 0) & (labels <= len(mine))).all()):
+                return [(labels == i + 1).to(ind.dtype) for i in range(len(mine))]
+    out = []
+    for s in mine:
+        try:
+            start = s[4](u)  # the source's feature axis has the end's width, or it is not this sum's
+        except RuntimeError:
+            return None
+        ind = _indicator(gm, node, start, u, end)
+        if ind is None:
+            return None
+        out.append(ind)
+    return out
+
+
+def _indicator(gm: fx.GraphModule, node: fx.Node, start: torch.Tensor, u: torch.Tensor, end: fx.Node):
+    """``ind`` with the field at ``end`` equal to ``ind ⊗ u``, or None."""
+    d = u.shape[0]
+    value = _replay(gm, node, start, end)
+    if value is None or value.shape[-1] != d:
+        return None
+    f = value.reshape(-1, d)
+    ind = f @ u / (u @ u)
+    if float((f - ind[:, None] * u).abs().max()) > 1e-9 * max(float(f.abs().max()), 1.0):
+        return None
+    return ind
 
 
 def _replay(gm: fx.GraphModule, start: fx.Node, value: torch.Tensor, end: fx.Node) -> Optional[torch.Tensor]:

@@ -217,7 +217,7 @@ def _sources(node: fx.Node, axes: frozenset, laws: LawBuilder):
     elif op.kind is OpKind.EMBEDDING and op.weight in shapes:
         if len(shape) - 1 in axes:  # one shift per row, along the features
             yield Slot.full(op.weight, 1, shape[-1]), shape[-1]
-        else:  # along another axis (rows vary along it): the same shift of every row, per feature
+        elif "row-local-gradients" not in op.flags:  # along another axis: the same shift of every row
             rows = shapes[op.weight][0]
             yield Slot.full(op.weight, 0, rows), rows
     elif op.kind is OpKind.PARAM and str(node.target) in shapes:

@@ -281,17 +281,18 @@ def _micro_whisper():
 
 
 def _micro_timm_resnet():
-    from timm.models.resnet import BasicBlock, ResNet
+    from timm.models.resnet import BasicBlock
 
-    return (ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3, in_chans=1, stem_width=2, channels=(2, 2, 4, 4)),
-            (_micro_image(16),), "model")
+    down = nn.Sequential(nn.Conv2d(2, 4, 1, stride=2, bias=False), nn.BatchNorm2d(4))
+    return BasicBlock(2, 4, stride=2, downsample=down), (_micro_image(4, 2),), "block: timm BasicBlock (downsample)"
 
 
 def _micro_timm_convnext():
     from timm.models.convnext import ConvNeXt
 
-    return (ConvNeXt(in_chans=1, num_classes=3, depths=(1, 1), dims=(2, 4), kernel_sizes=3, patch_size=2),
-            (_micro_image(),), "model")
+    return (ConvNeXt(in_chans=1, num_classes=3, depths=(1, 1, 1, 1), dims=(2, 2, 2, 2), kernel_sizes=3,
+                     patch_size=2),
+            (_micro_image(32),), "model")
 
 
 def _micro_timm_vit():
@@ -350,8 +351,8 @@ def _micro_tv_efficientnet():
 def _micro_tv_swin():
     from torchvision.models.swin_transformer import SwinTransformer
 
-    return (SwinTransformer(patch_size=[2, 2], embed_dim=4, depths=[1], num_heads=[2], window_size=[2, 2],
-                            mlp_ratio=1.0, num_classes=3), (_micro_image(4, 3),), "model")
+    return (SwinTransformer(patch_size=[2, 2], embed_dim=4, depths=[1, 1], num_heads=[2, 2], window_size=[2, 2],
+                            mlp_ratio=1.0, num_classes=3), (_micro_image(8, 3),), "model")
 
 
 def _micro_tv_mobilenet():
@@ -386,7 +387,7 @@ MICRO: dict[str, Callable] = {
     "hf/gpt2": _micro_gpt2,
     "hf/bert": _micro_bert,
     "hf/t5": _micro_t5,
-    "hf/mixtral": _micro_lm("MixtralForCausalLM", "MixtralConfig", num_local_experts=2, num_experts_per_tok=1,
+    "hf/mixtral": _micro_lm("MixtralForCausalLM", "MixtralConfig", num_local_experts=3, num_experts_per_tok=2,
                             **_MICRO_DECODER),
     "hf/gemma2": _micro_lm("Gemma2ForCausalLM", "Gemma2Config", head_dim=4, sliding_window=2, **_MICRO_DECODER),
     "hf/qwen3": _micro_lm("Qwen3ForCausalLM", "Qwen3Config", head_dim=4, **_MICRO_DECODER),
@@ -414,3 +415,57 @@ def build_micro(name: str) -> tuple[nn.Module, object, str]:
     torch.manual_seed(0)
     model, inputs, scope = MICRO[name]()
     return model.to(DT), inputs, scope
+
+
+# --- full-size configurations, built on the meta device (benchmarks/zoo.py --full) -------------------
+def _full_timm(name: str):
+    def build():
+        import timm
+
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        return model, (torch.randn(1, 3, 224, 224, device="meta"),)
+    return build
+
+
+def _full_tv(name: str):
+    def build():
+        import torchvision
+
+        with torch.device("meta"):
+            model = getattr(torchvision.models, name)()
+        return model, (torch.randn(1, 3, 224, 224, device="meta"),)
+    return build
+
+
+def _full_lm(cls: str, config: str, **cfg):
+    def build():
+        import transformers
+
+        conf = getattr(transformers, config)(**cfg)
+        with torch.device("meta"):
+            model = getattr(transformers, cls)(conf)
+        return model, {"input_ids": torch.randint(0, 32000, (1, 128), generator=torch.Generator().manual_seed(0))}
+    return build
+
+
+#: name -> builder of (model on meta, inputs): the published configurations' shapes
+FULL: dict[str, Callable] = {
+    "ConvNeXt-B (timm)": _full_timm("convnext_base"),
+    "ViT-B/16 (timm)": _full_timm("vit_base_patch16_224"),
+    "Swin-T (torchvision)": _full_tv("swin_t"),
+    "EfficientNet-B0 (torchvision)": _full_tv("efficientnet_b0"),
+    "Llama-2-7B": _full_lm("LlamaForCausalLM", "LlamaConfig", vocab_size=32000, hidden_size=4096,
+                           intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, max_position_embeddings=4096),
+    "Mixtral-8x7B": _full_lm("MixtralForCausalLM", "MixtralConfig", vocab_size=32000, hidden_size=4096,
+                             intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                             num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2,
+                             max_position_embeddings=4096),
+}
+
+
+def build_full(name: str) -> tuple[nn.Module, object]:
+    """The full-size configuration ``name`` on the meta device and the inputs of its default call."""
+    torch.manual_seed(0)
+    return FULL[name]()

@@ -88,15 +88,18 @@ def lie_rank(D: int, theta: Tensor, scalar, sample, *, max_depth: int = 6, tol: 
              extra: int = 8) -> tuple[list[int], Tensor]:
     """Cumulative ranks by bracket depth and an orthonormal basis of ``Lie(W)(θ)``.
 
-    Depth d adds ``D + extra`` right-normed brackets of random fields; stops when the rank stagnates.
+    Depth 1 takes ``D + extra`` random fields; each deeper level adds ``D − rank + extra``
+    right-normed brackets of random fields (random brackets in general position span every new
+    direction a depth holds as long as there are more of them than directions left, at most
+    ``D − rank``); stops when the rank stagnates.
     """
-    K = D + extra
-    values = field_values(scalar, theta, sample(K)[:, None, :])
+    values = field_values(scalar, theta, sample(D + extra)[:, None, :])
     rank, basis = numeric_rank(values, tol)
     ranks = [rank]
     for depth in range(2, max_depth + 1):
         if rank >= D:
             break
+        K = D - rank + extra
         rs = torch.stack([sample(K) for _ in range(depth)], dim=1)
         new = field_values(scalar, theta, rs)
         new_rank, new_basis = numeric_rank(torch.cat([values, new]), tol)
