@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 import torch.fx as fx
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from fxlaws.capture import one_thread, run_graph
 from fxlaws.errors import PassOrderError
@@ -318,7 +319,9 @@ class _Search:
         # x·cos and rot(x)·sin only feed the rotary output, which passes x through: their values are
         # never read (and cannot be computed from index tensors on a meta-device model's tables).
         chain_nodes -= {a for r in self.ropes.values() for a in r.out.args}
-        return _IndexInterpreter(gm, producers, set(self.outs), passthrough, reads | chain_nodes)
+        reads |= chain_nodes
+        return _IndexInterpreter(gm, producers, set(self.outs), passthrough, reads,
+                                 _between(gm, producers | set(self.outs), reads) | set(passthrough.values()))
 
 
 class AttentionPass(FxlawsPass[AnnotateState]):
@@ -494,13 +497,27 @@ class _HeadLaws:
                              "V̄_g V̄_gᵀ − Σ_{h∈G(g)} O_hᵀ O_h" if G != n_heads else "V̄_h V̄_hᵀ − O_hᵀ O_h")
 
 
+def _between(gm: fx.GraphModule, starts: set, ends: set) -> set:
+    """Nodes on a path from ``starts`` to ``ends`` (both included): the only values the index run computes."""
+    below: set = set()
+    for node in gm.graph.nodes:
+        if node in starts or any(a in below for a in node.all_input_nodes):
+            below.add(node)
+    above = set(ends)
+    for node in reversed(gm.graph.nodes):
+        if node in above:
+            above.update(node.all_input_nodes)
+    return (below & above) | starts | ends
+
+
 class _IndexInterpreter(fx.Interpreter):
     """Runs the graph with index tensors: producers emit their channel index, cores their
     (head·dh + d) index, scalar scales and rotary blocks pass values through; nodes off the chains that fail on
     index values yield zeros of their recorded shape. ``values`` holds the tensors at ``reads``."""
 
-    def __init__(self, gm, producers, cores, passthrough, reads):
+    def __init__(self, gm, producers, cores, passthrough, reads, needed=None):
         super().__init__(gm)
+        self.needed = needed
         # Values are freed after their last use (memory stays O(width), not O(depth x width)), except
         # those a pass-through hands on later.
         keep = set(passthrough.values())
@@ -523,6 +540,9 @@ class _IndexInterpreter(fx.Interpreter):
             value = (head * dh + torch.arange(dh, dtype=torch.float64)).expand(*shape).clone()
         elif n in self.passthrough:
             value = self.env[self.passthrough[n]]
+        elif (self.needed is not None and n not in self.needed and isinstance(tm, TensorMetadata)
+              and n.op in ("call_function", "call_module", "call_method")):
+            value = torch.empty(tm.shape, dtype=tm.dtype, device="meta")  # off the chains: its shape is enough
         elif get_op(n).kind is OpKind.RESHAPE and isinstance(n.args[0], fx.Node):
             # index tensors may be laid out differently from the real values: view ≡ reshape here
             value = self.env[n.args[0]].reshape(tm.shape)

@@ -61,12 +61,14 @@ class SharedShiftPass(FxlawsPass[AnnotateState]):
         for end, sources in by_end.items():
             if len({(s[0], s[1], s[2]) for s in sources}) < 2:
                 continue
-            coefs = _cancelling(gm, end, sources)
+            ndim = len(shape_of(end))
+            axis, coefs = next(((a, c) for a in dict.fromkeys((ndim - 1, 1 if ndim > 2 else ndim - 1))
+                                for c in [_cancelling(gm, end, sources, a)] if c), (None, []))
             if not coefs:
                 continue
             absorbed = absorbed_axes(gm.graph) if absorbed is None else absorbed
-            d = shape_of(end)[-1]
-            per = d - 1 if len(shape_of(end)) - 1 in absorbed.get(end, ()) else d
+            d = shape_of(end)[axis]
+            per = d - 1 if axis in absorbed.get(end, ()) else d
             modules = list(dict.fromkeys(get_op(s[3]).module or s[3].name for s in sources))
             label = "+".join(dict.fromkeys(s[0] for s in sources))
             laws.shifts([s[:3] for s in sources], coefs, per * len(coefs), label, modules)
@@ -84,8 +86,11 @@ def _sources(node: fx.Node, params: dict):
         yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
     elif op.kind is OpKind.CONV and op.bias in params and len(shape) > 2:
         yield op.bias, 0, None, node, lambda u: u.reshape(-1, *[1] * (len(shape) - 2)).expand(shape).clone()
-    elif op.kind is OpKind.NORM and op.norm.channel_axis_last and op.bias in params and params[op.bias].dim() == 1:
-        yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
+    elif op.kind is OpKind.NORM and op.bias in params and params[op.bias].dim() == 1:
+        if op.norm.channel_axis_last:
+            yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
+        elif len(shape) > 1:  # batch / group / instance norm: β along the channel axis 1
+            yield op.bias, 0, None, node, lambda u: u.reshape(-1, *[1] * (len(shape) - 2)).expand(shape).clone()
     elif op.kind is OpKind.PARAM and str(node.target) in params and params[str(node.target)].requires_grad:
         rows = math.prod(shape[:-1])
         for r in range(rows if len(shape) > 1 and rows <= _MAX_ROWS else 0):
@@ -117,11 +122,11 @@ def _chain(user: fx.Node, arg: fx.Node) -> bool:
     return True
 
 
-def _cancelling(gm: fx.GraphModule, end: fx.Node, sources) -> list[list[float]]:
-    """Rows of coefficients whose fields cancel at ``end``: each field must be ``indicator ⊗ u`` (the
-    chain moved positions, not features); the combinations are the left null space of the stacked
-    indicators, checked with a second random ``u``."""
-    d = shape_of(end)[-1]
+def _cancelling(gm: fx.GraphModule, end: fx.Node, sources, axis: int) -> list[list[float]]:
+    """Rows of coefficients whose fields cancel at ``end``: each field must be ``indicator ⊗ u`` along
+    the feature ``axis`` of ``end`` (the chain moved positions, not features); the combinations are the
+    left null space of the stacked indicators, checked with a second random ``u``."""
+    d = shape_of(end)[axis]
     g = torch.Generator().manual_seed(0)
     stacks = []
     for _ in range(2):
@@ -129,7 +134,7 @@ def _cancelling(gm: fx.GraphModule, end: fx.Node, sources) -> list[list[float]]:
         indicators: list = []
         for node in dict.fromkeys(s[3] for s in sources):
             mine = [s for s in sources if s[3] is node]
-            got = _indicators(gm, node, mine, u, end)
+            got = _indicators(gm, node, mine, u, end, axis)
             if got is None:
                 return []
             indicators.extend(got)
@@ -139,10 +144,11 @@ def _cancelling(gm: fx.GraphModule, end: fx.Node, sources) -> list[list[float]]:
     null = evecs[:, evals <= 1e-9 * max(float(evals.max()), 1.0)].T
     if null.shape[0] == 0 or float((null @ stacks[1]).abs().max()) > 1e-9 * float(stacks[1].abs().max()):
         return []
-    return [[round(float(c), 12) for c in row] for row in null]
+    # each combination scaled so its largest coefficient is ±1 (integers where the sum is of ±1 terms)
+    return [[round(float(c / row.abs().max()), 12) for c in row] for row in null]
 
 
-def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: fx.Node) -> Optional[list]:
+def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: fx.Node, axis: int) -> Optional[list]:
     """The indicator at ``end`` of each source of ``node``. The rows of a parameter read directly are
     replayed at once, labelled 1, 2, …: where each end position holds one row's label, that is its
     indicator (one replay, not one per row); otherwise each row is replayed alone."""
@@ -152,7 +158,7 @@ def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: f
             return None  # its features are not the end's
         rows = torch.arange(1, len(mine) + 1, dtype=u.dtype)[:, None]
         labelled = (rows * u).reshape(shape)
-        ind = _indicator(gm, node, labelled, u, end)
+        ind = _indicator(gm, node, labelled, u, end, axis)
         if ind is not None:
             labels = torch.round(ind)
             if float((ind - labels).abs().max()) < 1e-9 and bool(((labels >= 0) & (labels <= len(mine))).all()):
@@ -163,20 +169,20 @@ def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: f
             start = s[4](u)  # the source's feature axis has the end's width, or it is not this sum's
         except RuntimeError:
             return None
-        ind = _indicator(gm, node, start, u, end)
+        ind = _indicator(gm, node, start, u, end, axis)
         if ind is None:
             return None
         out.append(ind)
     return out
 
 
-def _indicator(gm: fx.GraphModule, node: fx.Node, start: torch.Tensor, u: torch.Tensor, end: fx.Node):
-    """``ind`` with the field at ``end`` equal to ``ind ⊗ u``, or None."""
+def _indicator(gm: fx.GraphModule, node: fx.Node, start: torch.Tensor, u: torch.Tensor, end: fx.Node, axis: int):
+    """``ind`` with the field at ``end`` equal to ``ind ⊗ u`` along ``axis``, or None."""
     d = u.shape[0]
     value = _replay(gm, node, start, end)
-    if value is None or value.shape[-1] != d:
+    if value is None or value.dim() <= axis or value.shape[axis] != d:
         return None
-    f = value.reshape(-1, d)
+    f = value.movedim(axis, -1).reshape(-1, d)
     ind = f @ u / (u @ u)
     if float((f - ind[:, None] * u).abs().max()) > 1e-9 * max(float(f.abs().max()), 1.0):
         return None

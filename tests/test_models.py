@@ -83,6 +83,11 @@ _R50_BLOCK_N3 = sum(n * 2 * p for n, p in zip(_R50_BLOCKS, _R50_PLANES))
 _R50_STEM = 64
 _R50_STREAM = sum(4 * p for p in _R50_PLANES)
 assert (_R50_CONV_CHANNELS, _R50_BLOCK_N3, _R50_STREAM) == (26560, 7552, 3840)
+# T3 (both ResNets): a block with a downsample adds bn2(…) and downsample.1(…): their shifts β + u and
+# β' − u cancel in the sum, one law per output channel (the sum reaches a ReLU: all of them):
+#   ResNet-18: layer2–4 first blocks, 128 + 256 + 512 = 896; ResNet-50: every stage, 3840.
+_R18_SHORTCUT = sum(_R18_WIDTHS[1:])
+_R50_SHORTCUT = _R50_STREAM
 
 EXPECTED: dict[str, dict[str, int]] = {
     "mlp": {"rescale": 256 + 128},
@@ -96,8 +101,10 @@ EXPECTED: dict[str, dict[str, int]] = {
         "translation": _VGG_CONV_CHANNELS,
         "scale (approx.)": _VGG_CONV_CHANNELS,
     },
-    "resnet18": {"rescale": _R18_BLOCK_N3 + _R18_STREAM, "scale (approx.)": _R18_CONV_CHANNELS},
-    "resnet50": {"rescale": _R50_BLOCK_N3 + _R50_STEM + _R50_STREAM, "scale (approx.)": _R50_CONV_CHANNELS},
+    "resnet18": {"rescale": _R18_BLOCK_N3 + _R18_STREAM, "scale (approx.)": _R18_CONV_CHANNELS,
+                 "translation": _R18_SHORTCUT},
+    "resnet50": {"rescale": _R50_BLOCK_N3 + _R50_STEM + _R50_STREAM, "scale (approx.)": _R50_CONV_CHANNELS,
+                 "translation": _R50_SHORTCUT},
 }
 # T1 (cross-entropy on the logits layer): in_features of the last Linear + 1.
 T1: dict[str, int] = {

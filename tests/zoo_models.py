@@ -352,7 +352,7 @@ def _micro_tv_swin():
     from torchvision.models.swin_transformer import SwinTransformer
 
     return (SwinTransformer(patch_size=[2, 2], embed_dim=4, depths=[1, 1], num_heads=[2, 2], window_size=[2, 2],
-                            mlp_ratio=1.0, num_classes=3), (_micro_image(8, 3),), "model")
+                            mlp_ratio=1.0, stochastic_depth_prob=0.0, num_classes=3), (_micro_image(8, 3),), "model")
 
 
 def _micro_tv_mobilenet():

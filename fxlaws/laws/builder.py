@@ -206,9 +206,10 @@ class LawBuilder:
         if len(slots) != len(sources) or not self.usable(slots, modules):
             return None
         d = self.facts.shapes[sources[0][0]][sources[0][1]]
-        names = [f"{p}[{'Σ rows' if row is None else f'row {row}'}]" for p, _, row in sources]
-        text = "; ".join(" ".join(f"{'+' if c > 0 else '−'} {abs(c):.3g}·{n}" for c, n in zip(row, names) if abs(c) > 1e-12)
-                         .lstrip("+ ") for row in coefs[:2])
+        shapes = self.facts.shapes
+        names = [p if len(shapes[p]) == 1 else f"{p}[{'Σ rows' if row is None else f'row {row}'}]" for p, _, row in sources]
+        text = "; ".join(" ".join(f"{'+' if c > 0 else '−'} {'' if abs(abs(c) - 1) < 1e-9 else f'{abs(c):.3g}·'}{n}"
+                                  for c, n in zip(row, names) if abs(c) > 1e-12).lstrip("+ ") for row in coefs[:2])
         return self.family(
             name=f"translation:{label}:shared", kind="translation", theory="T3", slots=slots, modules=modules,
             expr=symbolic.deferred(symbolic.shift_expr, sources, coefs, self.facts.shapes), shape=(len(coefs), d),

@@ -279,9 +279,21 @@ def _decompose_norms(net: nn.Module) -> None:
         table.append((nn.RMSNorm, _rms_norm))
     for m in net.modules():
         for cls, fn in table:
-            if isinstance(m, cls):
+            # a subclass with its own forward (timm's / torchvision's LayerNorm2d permute around the
+            # norm) computes something else: left as it is
+            if isinstance(m, cls) and type(m).forward is cls.forward:
                 m.forward = types.MethodType(fn, m)
                 break
+        if isinstance(m, (nn.Hardsigmoid, nn.Hardswish)):  # their backward kernels have no forward-mode AD
+            m.forward = types.MethodType(_hardswish if isinstance(m, nn.Hardswish) else _hardsigmoid, m)
+
+
+def _hardsigmoid(m, x):
+    return (x + 3).clamp(0, 6) / 6
+
+
+def _hardswish(m, x):
+    return x * (x + 3).clamp(0, 6) / 6
 
 
 def _affine(y: Tensor, weight, bias, channel_axis: int, ndim: int = 1) -> Tensor:
