@@ -46,9 +46,7 @@ def test_zoo_model_annotates_and_is_sound(name):
 INCOMPLETE: dict[str, str] = {
     "hf/mixtral": "MoE experts as stacked 3-D parameters (grouped GEMM / index routing): no S1/N3 law reaches them",
     "hf/gemma2": "Gemma's RMSNorm gain (1 + w): a parameter plus a constant is not a slot (no N3 law)",
-    "timm/efficientnet": "BatchNorm+activation per-channel laws of an MBConv block with a squeeze-excite gate",
-    "tv/efficientnet": "BatchNorm+activation per-channel laws of an MBConv block with a squeeze-excite gate",
-    "tv/mobilenet-v3": "BatchNorm+activation per-channel laws of a block with a squeeze-excite gate",
+    "tv/mobilenet-v3": "16 laws of the inverted-residual block with squeeze-excite and hardswish, not identified yet",
     "timm/regnet": "grouped (non-depthwise) convs as consumers",
     "timm/mlp-mixer": "token-mixing MLPs applied across a transposed axis",
 }
