@@ -15,7 +15,7 @@ import torch.fx as fx
 from fxlaws.laws.slots import Piece, Slot
 from fxlaws.meta import CanonicalOp
 
-__all__ = ["Sink", "NormSink", "Terminal", "Space", "Coupling", "Partition", "Flow", "shape_of", "map_reshape"]
+__all__ = ["Sink", "NormSink", "Terminal", "Space", "Coupling", "Partition", "Flow", "shape_of", "map_reshape", "permuted_axes"]
 
 
 @dataclass
@@ -142,6 +142,23 @@ def shape_of(node: Any) -> Optional[tuple[int, ...]]:
         return None
     tm = node.meta.get("tensor_meta")
     return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
+
+
+def permuted_axes(node: fx.Node, ndim: int) -> Optional[list[int]]:
+    """Where each input axis of a permute / transpose node lands, read by running the op on a meta
+    tensor whose sizes name the axes; None when its arguments cannot be replayed."""
+    import torch
+
+    probe = torch.empty(tuple(range(2, ndim + 2)), device="meta")
+    try:
+        if node.op == "call_method":
+            moved = getattr(probe, str(node.target))(*node.args[1:], **node.kwargs)
+        else:
+            moved = node.target(probe, *node.args[1:], **node.kwargs)
+        sizes = list(moved.shape)
+        return [sizes.index(a + 2) for a in range(ndim)]
+    except Exception:
+        return None
 
 
 def map_reshape(in_shape, out_shape, axis) -> Optional[tuple[int, int]]:

@@ -26,7 +26,7 @@ from fxlaws.laws.slots import Piece
 from fxlaws.meta import CanonicalOp, is_number
 from fxlaws.vocabulary import Arith, NormKind, OpKind
 
-from .spaces import Flow, NormSink, Terminal, map_reshape, shape_of
+from .spaces import Flow, NormSink, Terminal, map_reshape, permuted_axes, shape_of
 
 if TYPE_CHECKING:
     from .partition import Walk
@@ -146,18 +146,12 @@ def _reshape(walk: "Walk", node, op: CanonicalOp, flow: Flow):
 
 
 def _permute(walk: "Walk", node, op: CanonicalOp, flow: Flow):
-    """Where the carried axis goes, read by running the op on a meta tensor whose sizes name the axes."""
-    probe = torch.empty(tuple(range(2, flow.ndim + 2)), device="meta")
-    args = node.args[1:]
-    try:
-        if node.op == "call_method":
-            moved = getattr(probe, str(node.target))(*args, **node.kwargs)
-        else:
-            moved = node.target(probe, *args, **node.kwargs)
-    except Exception:
+    """Where the carried axis goes (:func:`~fxlaws.passes.spaces.permuted_axes`)."""
+    axes = permuted_axes(node, flow.ndim)
+    if axes is None:
         walk.break_(flow, f"{op.detail} with arguments fxlaws cannot read")
         return None
-    return flow.with_(axis=list(moved.shape).index(flow.axis + 2))
+    return flow.with_(axis=axes[flow.axis])
 
 
 def _cut(pieces, lo: int, hi: int):

@@ -40,7 +40,7 @@ from fxlaws.vocabulary import Arith, NormKind, OpKind
 
 from .base import FxlawsPass, PassResult
 from .pipeline import AnnotateState
-from .spaces import map_reshape, shape_of
+from .spaces import map_reshape, permuted_axes, shape_of
 from .transfer import _index_of
 
 __all__ = ["TranslationPass", "absorbed_axes"]
@@ -133,7 +133,8 @@ def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed, row) -> frozenset:
         return frozenset(a for a, m in moved.items()
                          if m is not None and m[1] == 1 and out_shape[m[0]] == shape[a] and m[0] in out)
     if kind is OpKind.PERMUTE:
-        return frozenset(a for a in range(len(shape)) if _permuted(user, len(shape), a) in out)
+        axes = permuted_axes(user, len(shape))
+        return frozenset(a for a in range(len(shape)) if axes is not None and axes[a] in out)
     if kind is OpKind.GETITEM and user.args[0] is v:
         return _indexed(user, shape, out)
     if kind is OpKind.CAT and len(out_shape) == len(shape):
@@ -159,19 +160,6 @@ def _other(user: fx.Node, v: fx.Node):
     if len(args) != 2 or args.count(v) != 1:
         return None
     return args[1] if args[0] is v else args[0]
-
-
-def _permuted(user: fx.Node, ndim: int, axis: int) -> Optional[int]:
-    """Where ``axis`` goes, read by running the op on a meta tensor whose sizes name the axes."""
-    probe = torch.empty(tuple(range(2, ndim + 2)), device="meta")
-    try:
-        if user.op == "call_method":
-            moved = getattr(probe, str(user.target))(*user.args[1:], **user.kwargs)
-        else:
-            moved = user.target(probe, *user.args[1:], **user.kwargs)
-        return list(moved.shape).index(axis + 2)
-    except Exception:
-        return None
 
 
 def _indexed(user: fx.Node, shape, out: frozenset) -> frozenset:
