@@ -4,7 +4,7 @@ for missing laws."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import networkx as nx
 import torch.fx as fx
@@ -36,6 +36,10 @@ class Annotation:
         train: laws are for training-mode behaviour (BatchNorm with batch statistics).
         param_shapes: trainable parameter name -> shape (what ``evaluate`` checks against).
         notes: assumptions made on the user's behalf (e.g. BatchNorm analysed in train mode).
+        reasons: module path -> why some law was refused there (also for modules carrying other
+            laws: the report's list of parameters no law reads quotes it).
+        inputs: shapes and dtypes of the example inputs (:class:`~fxlaws.inputs.InputSpec`; no
+            float values kept): :meth:`example_inputs` rebuilds inputs of that form.
     """
 
     model_name: str
@@ -49,6 +53,8 @@ class Annotation:
     train: bool
     param_shapes: dict[str, tuple[int, ...]]
     notes: list[str] = field(default_factory=list)
+    inputs: Any = field(default=None, repr=False)
+    reasons: dict[str, str] = field(default_factory=dict, repr=False)
 
     # --- numbers -----------------------------------------------------------------------------
     @property
@@ -57,14 +63,9 @@ class Annotation:
         total = sum(_numel(s) for s in self.param_shapes.values())
         if total == 0:
             return 0.0
-        # A slot reads whole hyper-slices: positions along one axis, everything along the others.
         # Per parameter the union over axes is 1 - Π_axis (1 - covered share of that axis).
-        covered: dict[str, dict[int, set[int]]] = {}
-        for fam in self.laws:
-            for slot in fam.slots:
-                covered.setdefault(slot.param, {}).setdefault(slot.axis, set()).update(slot.positions())
         read = 0.0
-        for name, axes in covered.items():
+        for name, axes in self.covered_positions().items():
             shape = self.param_shapes.get(name)
             if shape is None:
                 continue
@@ -73,6 +74,30 @@ class Annotation:
                 missing *= 1.0 - len(pos) / shape[axis]
             read += _numel(shape) * (1.0 - missing)
         return read / total
+
+    def covered_positions(self) -> dict[str, dict[int, set[int]]]:
+        """Parameter -> axis -> the positions along it whose whole hyper-slices some law reads
+        (a slot reads positions along one axis, everything along the others)."""
+        covered: dict[str, dict[int, set[int]]] = {}
+        for fam in self.laws:
+            for slot in fam.slots:
+                if slot.param in self.param_shapes:
+                    axis, pos = slot.covered(self.param_shapes[slot.param])
+                    covered.setdefault(slot.param, {}).setdefault(axis, set()).update(pos)
+        return covered
+
+    def example_inputs(self) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` shaped like the inputs annotate was given (zeros for floats, the same
+        range for integers, masks as given), for ``fxlaws.soundness`` / ``completeness`` / ``instrument``.
+
+        Raises:
+            ExampleInputsError: the Annotation was built without inputs (made by hand).
+        """
+        if self.inputs is None:
+            from .errors import ExampleInputsError
+
+            raise ExampleInputsError("this Annotation does not know its example inputs: pass example_inputs=...")
+        return self.inputs.make()
 
     def counts(self) -> dict[str, int]:
         """Independent scalar laws per kind (exact and approximate separately)."""
@@ -130,7 +155,8 @@ class Annotation:
 
         Args:
             title: heading of the text, Markdown and HTML reports (default: the model's class name).
-            history: step -> {metric: value} of logged law values; the HTML report plots their drift.
+            history: an instrumented run's ``inst.history`` (its relative drifts are plotted as
+                recorded), or ``{step: {family name: law value}}`` (drift computed from the first step).
 
         Returns:
             A :class:`fxlaws.Report`.
@@ -143,30 +169,15 @@ class Annotation:
         return self.table()
 
     def __repr__(self) -> str:
-        return (f"Annotation({self.model_name}: {len(self.laws)} law families, {self.num_laws} scalar laws, "
-                f"coverage {self.coverage:.1%})")
+        from .report._text import percent
 
-    def table(self, width: int = 110) -> str:
-        """Fixed-width table of the law families in forward order, then a summary."""
-        rows = [("family", "row", "kind", "#laws", "exact", "law")]
-        for fam in self.laws:
-            law = fam.formula if len(fam.formula) <= 60 else fam.formula[:57] + "..."
-            rows.append((fam.name[:44], fam.theory, fam.kind, str(fam.count), "yes" if fam.exact else "approx", law))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
-        lines.insert(1, "-" * min(width, max(len(line) for line in lines)))
-        counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts().items()))
-        lines.append("")
-        lines.append(f"{self.model_name}: {self.num_laws} independent scalar laws in {len(self.laws)} families "
-                     f"({counts or 'none'}); coverage {self.coverage:.1%} of trainable parameters; "
-                     f"front end {self.frontend}; loss {self.loss}; {'train' if self.train else 'eval'}-mode norms")
-        if self.no_law:
-            lines.append(f"no law on {len(self.no_law)} module(s):")
-            for mod, why in list(self.no_law.items())[:12]:
-                lines.append(f"  {mod}: {why}")
-            if len(self.no_law) > 12:
-                lines.append(f"  ... and {len(self.no_law) - 12} more (see Annotation.no_law)")
-        return "\n".join(lines)
+        return (f"Annotation({self.model_name}: {len(self.laws)} law families, {self.num_laws} scalar laws, "
+                f"coverage {percent(self.coverage)})")
+
+    def table(self) -> str:
+        """The text report (``str(ann.report())``): one row per law family in forward order, the
+        summary with the notes, why no law, and every parameter no law reads."""
+        return self.report().to_text()
 
 
 def _numel(shape) -> int:

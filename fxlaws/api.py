@@ -13,6 +13,7 @@ from fxlaws.passes import ANNOTATE, AnnotateState, run_passes
 from .annotation import Annotation
 from .capture import capture, one_thread, unwrap
 from .errors import UnsupportedOpError
+from .inputs import describe_inputs
 from .meta import get_op
 from .vocabulary import OpKind
 
@@ -92,6 +93,8 @@ def annotate(
         train=train,
         param_shapes={n: tuple(p.shape) for n, p in model.named_parameters() if n in cap.trainable},
         notes=cap.notes + _notes(model, families, loss, train, wrappers),
+        inputs=describe_inputs(example_inputs),
+        reasons={m: "; ".join(r[:3]) for m, r in reasons.items()},
     )
     _log_unsupported(gm)
     return ann

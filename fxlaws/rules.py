@@ -463,8 +463,21 @@ def _call(kind: OpKind, axis_at: Optional[int] = None) -> Rule:
     return rule
 
 
-def _getitem_aten(ctx: OpContext) -> CanonicalOp:  # x[:, 0], x[..., a:b] in export graphs
+def _getitem_aten(ctx: OpContext) -> CanonicalOp:  # x[:, 0], x[..., a:b], x[idx] in export graphs
     return ctx.op(OpKind.GETITEM, f"{ctx.target.__name__} ({ctx.node.name})")
+
+
+def _grouped_mm(ctx: OpContext) -> CanonicalOp:
+    """``grouped_mm(x, W, offs)``: rows ``offs[e-1]:offs[e]`` of x times ``W[e]`` (MoE experts, stacked
+    3-D weights; transformers' grouped experts call it, or its own fallback op on CPU)."""
+    return ctx.op(OpKind.GROUPED_MM, f"grouped_mm ({ctx.node.name})")
+
+
+#: custom / private ops by schema name (``OpOverload.name()``): they exist only once their library loads.
+_NAMED_OPS: dict[str, Rule] = {
+    "aten::_grouped_mm": _grouped_mm,
+    "transformers::grouped_mm_fallback": _grouped_mm,
+}
 
 
 _METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
@@ -480,6 +493,7 @@ _NONHOMOGENEOUS_FUNCS = (
 
 #: function (torch, torch.nn.functional, operator) -> rule.
 FUNCTIONS: dict[Any, Rule] = {
+    **{fn: _grouped_mm for fn in (getattr(torch, "_grouped_mm", None), getattr(F, "grouped_mm", None)) if fn},
     torch.clone: _kind(OpKind.IDENTITY),
     torch.addmm: _addmm,
     F.linear: _linear_fn,
@@ -567,7 +581,7 @@ def _aten_table() -> dict:
         ("adaptive_avg_pool2d.default", F.adaptive_avg_pool2d), ("mean.dim", torch.mean), ("sum.dim_IntList", torch.sum),
         ("clone.default", torch.clone), ("alias.default", torch.clone), ("_to_copy.default", torch.clone),
         ("addmm.default", torch.addmm), ("unflatten.int", torch.unflatten), ("contiguous.default", torch.clone),
-        ("squeeze.default", torch.squeeze), ("to.dtype", torch.clone), ("to.dtype_layout", torch.clone),
+        ("squeeze.default", torch.squeeze), ("to.dtype", torch.clone), ("type_as.default", torch.clone), ("to.dtype_layout", torch.clone),
         ("embedding.default", torch.embedding), ("where.ScalarOther", torch.where), ("where.ScalarSelf", torch.where),
         ("where.Scalar", torch.where),
     ]
@@ -590,6 +604,7 @@ _ATEN_RULES: dict = {op: rule for op, rule in (
     (getattr(torch.ops.aten.batch_norm, "default", None), _batch_norm_aten),
     (torch.ops.aten.select.int, _getitem_aten),
     (torch.ops.aten.slice.Tensor, _getitem_aten),
+    (torch.ops.aten.index.Tensor, _getitem_aten),
     (getattr(torch.ops.aten.expand, "default", None), _call(OpKind.REPEAT)),
     # export's dtype/device checks: read a tensor's metadata only, return nothing
     (getattr(getattr(torch.ops.aten, "_assert_tensor_metadata", None), "default", None), _kind(OpKind.SHAPE)),
@@ -623,5 +638,7 @@ def rule_for(node: fx.Node, module: Optional[nn.Module] = None) -> tuple[Optiona
         return own, target
     if target in _ATEN_RULES:
         return _ATEN_RULES[target], target
+    if isinstance(target, torch._ops.OpOverload) and target.name() in _NAMED_OPS:
+        return _NAMED_OPS[target.name()], target
     target = torch_equivalent(target)
     return FUNCTIONS.get(target), target

@@ -49,6 +49,7 @@ class OpKind(_StrEnum):
     MASK = "mask"            # masked_fill: entries where a mask holds replaced by a number
     EMBEDDING = "embedding"  # rows of a table ``weight`` gathered by integer indices (nn.Embedding, F.embedding)
     MHA = "mha"              # nn.MultiheadAttention (packed in_proj, same embed dim): ``groups`` = heads
+    GROUPED_MM = "grouped_mm"  # MoE experts: rows of x grouped by ``offs``, group e times W[e] (W stacked 3-D)
     SHAPE = "shape"          # size / dim / shape / dtype: reads no values
     OUTPUT = "output"
     OPAQUE = "opaque"        # anything else: stops every law

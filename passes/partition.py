@@ -78,28 +78,65 @@ class Walk:
                 self.graph.add_edge(("space", sa), ("space", sb), role="merge", node=node.name)
 
     def open_space(self, node: fx.Node, op: CanonicalOp, shape, axis: int, axis_w: int, producer: str,
-                   allows_mixing: bool) -> None:
-        """A new channel space: ``op``'s weight rows along ``axis_w`` (and its bias) make the channels
-        on ``axis`` of the node's value."""
-        sid, channels = len(self.spaces), shape[axis]
-        weight = Slot.full(op.weight, axis_w, channels) if op.weight else None
-        bias = Slot.full(op.bias, 0, channels) if op.bias else None
-        space = Space(sid, node.name, op.module, producer, channels, weight, bias, allows_mixing)
-        self.spaces.append(space)
-        self.graph.add_node(("space", sid), node=node.name, module=op.module, channels=channels, producer=producer)
-        for slot in space.sources:
-            self.graph.add_edge(("space", sid), ("slot", slot.param, slot.axis), role="source")
+                   allows_mixing: bool, constant: float = 0.0, experts: int = 1, route: Optional[str] = None) -> None:
+        """A new channel space: ``op``'s weight rows along ``axis_w`` (plus ``constant``, see
+        :class:`~fxlaws.laws.slots.Slot`) and its bias make the channels on ``axis`` of the node's value.
+        ``experts`` > 1: a stacked weight (E, ...) applied to the rows grouped by ``route`` (one
+        channel per expert and position, see :class:`~fxlaws.passes.spaces.Flow`)."""
+        channels = shape[axis] * experts
+        weight = Slot(op.weight, axis_w, (Piece(0, channels),), channels, experts, constant) if op.weight else None
+        bias = Slot.full(op.bias, 0, channels) if op.bias and experts == 1 else None
+        sid = self._add_space(Space(len(self.spaces), node.name, op.module, producer, channels, weight, bias,
+                                    allows_mixing))
         # a norm's affine scales channels one by one: its values admit no channel mixing
-        self.flows[node] = Flow(axis, len(shape), ((sid, Piece(0, channels)),), allows_mixing=producer != "norm")
+        self.flows[node] = Flow(axis, len(shape), ((sid, Piece(0, channels)),), allows_mixing=producer != "norm",
+                                route=route, experts=experts)
+
+    def _add_space(self, space: Space) -> int:
+        self.spaces.append(space)
+        self.graph.add_node(("space", space.id), node=space.node, module=space.module, channels=space.channels,
+                            producer=space.producer)
+        for slot in space.sources:
+            self.graph.add_edge(("space", space.id), ("slot", slot.param, slot.axis), role="source")
+        return space.id
+
+    def fresh(self, flow: Flow, value: fx.Node) -> Optional[Space]:
+        """The space ``flow`` carries when ``value`` is its producer's output, read only by the node
+        being visited, and nothing has used the space yet (so its channels can still go separate ways)."""
+        if len(flow.pieces) != 1 or len(value.users) != 1:
+            return None
+        sid, piece = flow.pieces[0]
+        space = self.spaces[sid]
+        if (space.node != value.name or piece != Piece(0, space.channels) or space.sinks or space.norms
+                or space.terminals or space.breaks or space.parts):
+            return None
+        return space
+
+    def open_part(self, parent: Space, node: fx.Node, lo: int, hi: int, flow: Flow) -> Flow:
+        """Positions ``[lo, hi)`` of a :meth:`fresh` space's channel axis (in every expert's block) as a
+        space of their own: a split sends them different ways (a fused gate/up projection's halves)."""
+        n, width = parent.channels // flow.experts, hi - lo
+
+        def part(slot: Optional[Slot]) -> Optional[Slot]:
+            if slot is None:
+                return None
+            pieces = tuple(Piece(e * width, (e + 1) * width, e * n + lo) for e in range(flow.experts))
+            return Slot(slot.param, slot.axis, pieces, flow.experts * width, slot.groups, slot.constant)
+
+        sid = self._add_space(Space(len(self.spaces), node.name, parent.module, parent.producer, flow.experts * width,
+                                    part(parent.weight), part(parent.bias), parent.allows_mixing))
+        parent.parts.append(sid)
+        return flow.with_(pieces=((sid, Piece(0, flow.experts * width)),))
 
     def add_sink(self, node: fx.Node, op: CanonicalOp, flow: Flow, param: str, axis: int, allows_mixing: bool,
-                 scale: int = 1) -> None:
-        """``param``'s positions along ``axis`` compensate the carried channels (a consumer)."""
+                 scale: int = 1, groups: int = 1) -> None:
+        """``param``'s positions along ``axis`` compensate the carried channels (a consumer);
+        ``groups``: a grouped conv's input side (:class:`~fxlaws.laws.slots.Slot`)."""
         by_space: dict[int, list[Piece]] = {}
         for sid, p in flow.pieces:
             by_space.setdefault(sid, []).append(Piece(p.start, p.stop, p.offset * scale, p.inner * scale))
         for sid, pieces in by_space.items():
-            slot = Slot(param, axis, tuple(pieces), self.spaces[sid].channels)
+            slot = Slot(param, axis, tuple(pieces), self.spaces[sid].channels, groups)
             mixing = allows_mixing and flow.allows_mixing and flow.degree == 1
             self.spaces[sid].sinks.append(Sink(node.name, op.module, slot, flow.degree, mixing, flow.gated))
             self.graph.add_edge(("space", sid), ("slot", param, axis), role="sink", degree=flow.degree)
@@ -143,6 +180,12 @@ class Walk:
     def _transfer(self, node: fx.Node, op: CanonicalOp, ins) -> Any:
         if op.kind is OpKind.SHAPE:
             return None
+        routed = [f for _, f in ins if f.route is not None]
+        if routed and op.kind not in _ROW_WISE:
+            for f in routed:
+                self.break_(f, f"channels of rows routed to experts reach {op.detail or node.name}, "
+                               "which may move rows between experts")
+            return None
         if op.kind in JOIN:
             return JOIN[op.kind](self, node, op, ins)
         main = node.args[op.data_arg] if len(node.args) > op.data_arg else None
@@ -173,6 +216,8 @@ class Walk:
         return Partition(self.spaces, self.graph, couplings, self.products)
 
 
+#: kinds that keep every row where it is (the only ones a flow of routed rows may pass, Flow.route)
+_ROW_WISE = frozenset({OpKind.ACT, OpKind.IDENTITY, OpKind.SPLIT, OpKind.MUL, OpKind.GROUPED_MM})
 #: op kind -> rule(walk, node, op, flow) for a node whose one carried input is its first argument.
 TRANSFER: dict[OpKind, Callable] = transfer.SINGLE
 #: op kind -> rule(walk, node, op, ins) for ops that combine several values.

@@ -69,6 +69,7 @@ class Space:
     norms: list[NormSink] = field(default_factory=list)
     terminals: list[Terminal] = field(default_factory=list)
     breaks: list[str] = field(default_factory=list)
+    parts: list[int] = field(default_factory=list)  # spaces its channels were split into (Walk.open_part)
 
     @property
     def sources(self) -> list[Slot]:
@@ -123,6 +124,10 @@ class Flow:
     allows_mixing: bool = True
     translations: bool = True  # only value-preserving ops since the producer (translations survive)
     gated: bool = False  # multiplied element-wise by a value the symmetry leaves alone (GLU, S1)
+    # MoE experts: the rows are grouped by the offsets node ``route`` (its name), and channel
+    # ``e·n + i`` of the pieces is position i of the rows of expert e (n = the axis' size, ``experts`` = E)
+    route: Optional[str] = None
+    experts: int = 1
 
     def with_(self, **changes) -> "Flow":
         return dataclasses.replace(self, **changes)

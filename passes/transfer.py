@@ -23,7 +23,7 @@ import torch
 import torch.fx as fx
 
 from fxlaws.laws.slots import Piece
-from fxlaws.meta import CanonicalOp, is_number
+from fxlaws.meta import CanonicalOp, get_op, is_number
 from fxlaws.vocabulary import Arith, NormKind, OpKind
 
 from .spaces import Flow, NormSink, Terminal, map_reshape, permuted_axes, shape_of
@@ -66,8 +66,8 @@ def _conv(walk: "Walk", node, op: CanonicalOp, flow: Flow):
     elif w_shape[1] == 1 and shape_of(node.args[0])[channel_axis] == op.groups:
         # depthwise: input channel c feeds weight rows c*m .. (c+1)*m - 1
         walk.add_sink(node, op, flow, op.weight, 0, allows_mixing=False, scale=w_shape[0] // op.groups)
-    else:
-        walk.break_(flow, f"{op.detail} is a grouped conv (groups={op.groups}); its input laws are not implemented")
+    else:  # input channel g·width + i feeds column i of block g's rows only (Slot.groups)
+        walk.add_sink(node, op, flow, op.weight, 1, allows_mixing=False, groups=op.groups)
     return None
 
 
@@ -175,10 +175,23 @@ def _split(walk: "Walk", node, op: CanonicalOp, flow: Flow):
         return None
     dim = op.axis % flow.ndim
     if dim != flow.axis:
+        if flow.route is not None:
+            walk.break_(flow, f"{op.detail} splits rows routed to experts")
+            return None
         return tuple(flow for _ in metas)
+    # a producer's own output split along its channels (fused gate/up): each part a space of its own,
+    # so the parts may go different ways (the gate through SiLU, the up half on to the product)
+    fresh = walk.fresh(flow, node.args[0])
+    if fresh is None and flow.route is not None:
+        walk.break_(flow, f"{op.detail} splits channels of experts that were used before")
+        return None
     outs, lo = [], 0
     for tm in metas:
         hi = lo + tm.shape[dim]
+        if fresh is not None:
+            outs.append(walk.open_part(fresh, node, lo, hi, flow))
+            lo = hi
+            continue
         pieces = _cut(flow.pieces, lo, hi)
         if pieces is None:
             walk.break_(flow, f"{op.detail} cuts through a channel's positions")
@@ -196,6 +209,8 @@ def _index_of(node: fx.Node, ndim: int) -> tuple:
     elif node.target is torch.ops.aten.slice.Tensor:  # slice(x, dim, start, end, step)
         dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
         index = (slice(None),) * (dim % ndim) + (slice(start, end, step),)
+    elif node.target is torch.ops.aten.index.Tensor:  # index(x, [i0, None, i2]): None keeps an axis
+        index = tuple(slice(None) if i is None else i for i in node.args[1])
     else:
         index = node.args[1]
     index = index if isinstance(index, tuple) else (index,)
@@ -229,6 +244,8 @@ def _getitem(walk: "Walk", node, op: CanonicalOp, flow: Flow):
             new_axis = out_axis
         if isinstance(item, slice):
             out_axis += 1
+        elif _row_gather(item, in_axis, flow, node):  # x[idx] on an axis before the channels: rows gathered
+            out_axis += 1
         elif not isinstance(item, int):
             walk.break_(flow, f"advanced indexing {node.name}")
             return None
@@ -243,6 +260,14 @@ def _getitem(walk: "Walk", node, op: CanonicalOp, flow: Flow):
                       pieces=pieces)
 
 
+def _row_gather(item, axis: int, flow: Flow, node: fx.Node) -> bool:
+    """``item`` is the one tensor index of ``node``, 1-D, on an axis before the channel axis: whole
+    rows are gathered (copied, maybe repeated), each channel stays a channel of its own."""
+    tensors = [i for i in _index_of(node, flow.ndim) if isinstance(i, fx.Node)]
+    return (isinstance(item, fx.Node) and tensors == [item] and axis < flow.axis
+            and len(shape_of(item) or ()) == 1)
+
+
 def _softmax(walk: "Walk", node, op: CanonicalOp, flow: Flow):
     dim = op.axis % flow.ndim if op.axis is not None else None
     if dim == flow.axis and len(flow.pieces) == 1 and flow.pieces[0][1] == Piece(0, shape_of(node)[flow.axis]):
@@ -253,10 +278,62 @@ def _softmax(walk: "Walk", node, op: CanonicalOp, flow: Flow):
     return None
 
 
+def _stacked_weight(walk: "Walk", node) -> Optional[tuple[str, list[int]]]:
+    """``(parameter, where its axes land)`` when the weight operand ``node`` of a grouped matmul is a
+    3-D parameter read through transposes / casts (transformers passes ``W.transpose(-2, -1)``)."""
+    order = [0, 1, 2]
+    while isinstance(node, fx.Node) and node.op != "get_attr":
+        op = get_op(node)
+        if op.kind is OpKind.PERMUTE:
+            moved = permuted_axes(node, 3)
+            if moved is None:
+                return None
+            order = [order[moved[a]] for a in range(3)]  # this node's input axis a lands at moved[a]
+        elif not (op.kind is OpKind.IDENTITY and op.allows_mixing):
+            return None
+        node = node.args[0]
+    name = str(node.target) if isinstance(node, fx.Node) else None
+    param = walk.params.get(name) if name else None
+    return (name, order) if param is not None and param.dim() == 3 else None
+
+
+def _grouped_operands(walk: "Walk", node) -> Optional[tuple[str, list[int], Any]]:
+    """(stacked parameter, its axes' places in the weight operand, the offsets node) of a grouped matmul."""
+    args = list(node.args) + [None] * 3
+    offs = node.kwargs.get("offs", args[2])
+    found = _stacked_weight(walk, args[1])
+    if found is None or not isinstance(offs, fx.Node) or node.kwargs.get("bias") is not None:
+        return None
+    return found[0], found[1], offs
+
+
+def _grouped_mm(walk: "Walk", node, op: CanonicalOp, flow: Flow):
+    """x (S, K) into a grouped matmul: channel k of every row meets row k of its expert's W[e] (K, N).
+    Channels of all rows alike (the norm before the experts): a consumer reading axis k of every
+    expert. Channels routed by the same offsets (an expert's hidden units): expert e's own slice."""
+    found = _grouped_operands(walk, node)
+    if found is None or flow.axis != flow.ndim - 1 or flow.ndim != 2:
+        walk.break_(flow, f"{op.detail}: a grouped matmul whose weight or rows fxlaws cannot read")
+        return None
+    param, order, offs = found
+    axis_in = order.index(1)  # the parameter axis that lands on the operand's K axis
+    if order[0] != 0:
+        walk.break_(flow, f"{op.detail}: the stacked weight's expert axis is not its first")
+        return None
+    if flow.route is None:
+        walk.add_sink(node, op, flow, param, axis_in, allows_mixing=True)
+    elif flow.route == offs.name:
+        walk.add_sink(node, op, flow, param, axis_in, allows_mixing=False, groups=flow.experts)
+    else:
+        walk.break_(flow, f"{op.detail} groups rows other than the ones its channels were routed by")
+    return None
+
+
 SINGLE: dict[OpKind, Callable] = {
     OpKind.LINEAR: _linear, OpKind.MHA: _mha, OpKind.CONV: _conv, OpKind.NORM: _norm, OpKind.ACT: _act,
     OpKind.IDENTITY: _identity, OpKind.POOL: _pool, OpKind.REDUCE: _reduce, OpKind.RESHAPE: _reshape,
     OpKind.PERMUTE: _permute, OpKind.SPLIT: _split, OpKind.GETITEM: _getitem, OpKind.SOFTMAX: _softmax,
+    OpKind.GROUPED_MM: _grouped_mm,
 }
 
 
@@ -331,7 +408,7 @@ def _bilinear(walk: "Walk", node, ins) -> Optional[Flow]:
     if not (fa.axis == fb.axis and fa.ndim == fb.ndim and fa.degree == fb.degree
             and shape_of(a) == shape_of(b) == shape_of(node)):
         return None
-    if fa.space_ids & fb.space_ids:
+    if fa.space_ids & fb.space_ids or (fa.route, fa.experts) != (fb.route, fb.experts):
         return None
     walk.products.extend((x, y) for x in fa.space_ids for y in fb.space_ids)
     return fa.with_(pieces=fa.pieces + fb.pieces, allows_mixing=False, translations=False, gated=True)
@@ -416,22 +493,62 @@ def _open_norm(walk: "Walk", node, op: CanonicalOp, shape) -> None:
     walk.open_space(node, op, shape, axis, 0, "norm", allows_mixing=False)
 
 
+def _gain(walk: "Walk", node) -> Optional[tuple[str, float]]:
+    """``(p, c)`` when ``node`` computes ``p + c`` from parameter ``p`` through dtype casts and
+    additions of numbers (Gemma's RMSNorm gain ``1 + w``; plain ``γ`` gives ``c = 0``)."""
+    c = 0.0
+    while isinstance(node, fx.Node):
+        if node.op == "get_attr":
+            return (str(node.target), c) if str(node.target) in walk.params else None
+        op = get_op(node)
+        if op.kind is OpKind.IDENTITY and op.allows_mixing and node.args and isinstance(node.args[0], fx.Node):
+            node = node.args[0]
+        elif op.kind is OpKind.ADD and op.variant in (Arith.ADD, Arith.SUB) and len(node.args) == 2 \
+                and not node.kwargs:
+            a, b = node.args
+            if is_number(b) and isinstance(a, fx.Node):
+                c, node = c + (b if op.variant is Arith.ADD else -b), a
+            elif is_number(a) and isinstance(b, fx.Node) and op.variant is Arith.ADD:
+                c, node = c + a, b
+            else:
+                return None
+        else:
+            return None
+    return None
+
+
 def _open_scale(walk: "Walk", node, op: CanonicalOp, shape) -> None:
-    """``y = v ⊙ γ`` with γ a 1-D parameter along the last axis and v carrying no channels (the
-    affine step of a hand-written RMSNorm, LayerScale): γ_j scales channel j, a diagonal
-    producer like a norm's affine (THEORY N3)."""
+    """``y = v ⊙ γ`` with γ a 1-D parameter along the last axis (or ``γ + c``, Gemma's ``1 + w``) and
+    v carrying no channels (the affine step of a hand-written RMSNorm, LayerScale): γ_j scales
+    channel j, a diagonal producer like a norm's affine (THEORY N3)."""
     if op.variant is not Arith.MUL or len(node.args) != 2:
         return
     for gamma, value in (node.args, node.args[::-1]):
-        param = walk.params.get(str(gamma.target)) if isinstance(gamma, fx.Node) and gamma.op == "get_attr" else None
+        found = _gain(walk, gamma)
+        param = walk.params.get(found[0]) if found else None
         if (param is not None and param.dim() == 1 and isinstance(value, fx.Node) and shape_of(value) == shape
                 and param.shape[0] == shape[-1] > 1):
-            scale = dataclasses.replace(op, weight=str(gamma.target), bias=None)
-            walk.open_space(node, scale, shape, len(shape) - 1, 0, "norm", allows_mixing=False)
+            scale = dataclasses.replace(op, weight=found[0], bias=None)
+            walk.open_space(node, scale, shape, len(shape) - 1, 0, "norm", allows_mixing=False, constant=found[1])
             return
+
+
+def _open_grouped_mm(walk: "Walk", node, op: CanonicalOp, shape) -> None:
+    """The rows of a grouped matmul's output, expert e's rows made by W[e]: channel (e, n) is the
+    stacked parameter's slice of expert e along the axis that lands on the operand's N axis."""
+    found = _grouped_operands(walk, node)
+    if found is None or len(shape) != 2:
+        return
+    param, order, offs = found
+    experts = walk.params[param].shape[0]
+    if order[0] != 0:
+        return
+    stacked = dataclasses.replace(op, weight=param, bias=None)
+    walk.open_space(node, stacked, shape, 1, order.index(2), "linear", allows_mixing=False, experts=experts,
+                    route=offs.name)
 
 
 OPEN: dict[OpKind, Callable[..., Any]] = {
     OpKind.LINEAR: _open_linear, OpKind.CONV: _open_conv, OpKind.MHA: _open_mha, OpKind.NORM: _open_norm,
-    OpKind.MUL: _open_scale,
+    OpKind.MUL: _open_scale, OpKind.GROUPED_MM: _open_grouped_mm,
 }

@@ -19,7 +19,8 @@ added position table and class token. This pass finds those producers by one bac
   with ``groups == 1`` likewise per input channel and tap (bias only for grouped convs); a norm's
   shift β; an embedding — one sum per row (the same shift of every row, one sum per feature, when the
   absorbed axis is not the features); a parameter read directly (an added position table, a
-  class token) — one sum per entry of the other axes.
+  class token) — one sum per entry of the other axes. A bias whose output absorbs an axis it is
+  broadcast along (not its channel axis) is conserved entry by entry (MLP-Mixer's token-mixing bias).
 
 Parameters that already carry a translation family (the partition's N1/T1/T2) or are tied are skipped.
 """
@@ -63,11 +64,11 @@ class TranslationPass(FxlawsPass[AnnotateState]):
         before = len(laws.families)
         for node, axes in absorbed.items():
             if axes:
-                for slot, channels in _sources(node, axes, laws):
+                for slot, channels, group in _sources(node, axes, laws):
                     if laws.canonical(slot).param in covered:
                         continue
                     covered.add(laws.canonical(slot).param)
-                    laws.sums(laws.canonical(slot), channels, channels, theory=rows[node], label=f"{slot.param}>{_SUFFIX[rows[node]]}",
+                    laws.sums(laws.canonical(slot), channels, group, theory=rows[node], label=f"{slot.param}>{_SUFFIX[rows[node]]}",
                               assumptions={"any-loss"}, modules=[get_op(node).module or node.name])
         return PassResult(state, len(laws.families) > before)
 
@@ -185,29 +186,34 @@ def _indexed(user: fx.Node, shape, out: frozenset) -> frozenset:
 
 
 def _sources(node: fx.Node, axes: frozenset, laws: LawBuilder):
-    """(slot, channels) of the translation directions of ``node``'s parameters, when its output absorbs
-    translations along its channel axis."""
+    """(slot, channels, group) of the translation directions of ``node``'s parameters, when its output
+    absorbs translations: sums of ``slot`` over groups of ``group`` channels."""
     op, shape, shapes = get_op(node), shape_of(node), laws.facts.shapes
-    if op.kind is OpKind.LINEAR and len(shape) - 1 in axes and op.weight in shapes:
-        yield Slot.full(op.weight, op.w_out_axis, shape[-1]), shape[-1]
+    channel_axis = {OpKind.LINEAR: len(shape) - 1, OpKind.CONV: len(shape) - (op.dims or (0,))[0] - 1,
+                    OpKind.NORM: len(shape) - 1 if op.norm and op.norm.channel_axis_last else 1}.get(op.kind)
+    if channel_axis is not None and channel_axis not in axes:
+        # the output absorbs another axis, along which the bias is broadcast: each entry on its own
+        # (MLP-Mixer's token-mixing bias, transposed back into a stream normalised over channels)
+        if op.bias in shapes and len(shapes[op.bias]) == 1:
+            yield Slot.full(op.bias, 0, shape[channel_axis]), shape[channel_axis], 1
+    elif op.kind is OpKind.LINEAR and op.weight in shapes:
+        yield Slot.full(op.weight, op.w_out_axis, shape[-1]), shape[-1], shape[-1]
         if op.bias is not None:
-            yield Slot.full(op.bias, 0, shape[-1]), shape[-1]
-    elif op.kind is OpKind.CONV and len(shape) - op.dims[0] - 1 in axes and op.weight in shapes:
-        n = shape[len(shape) - op.dims[0] - 1]
+            yield Slot.full(op.bias, 0, shape[-1]), shape[-1], shape[-1]
+    elif op.kind is OpKind.CONV and op.weight in shapes:
+        n = shape[channel_axis]
         if op.groups == 1:  # grouped: a weight translation shifts each group's outputs differently
-            yield Slot.full(op.weight, 0, n), n
+            yield Slot.full(op.weight, 0, n), n, n
         if op.bias is not None:
-            yield Slot.full(op.bias, 0, n), n
+            yield Slot.full(op.bias, 0, n), n, n
     elif op.kind is OpKind.NORM and op.bias in shapes and len(shapes[op.bias]) == 1:
-        axis = len(shape) - 1 if op.norm.channel_axis_last else 1
-        if axis in axes:
-            yield Slot.full(op.bias, 0, shape[axis]), shape[axis]
+        yield Slot.full(op.bias, 0, shape[channel_axis]), shape[channel_axis], shape[channel_axis]
     elif op.kind is OpKind.EMBEDDING and op.weight in shapes:
         if len(shape) - 1 in axes:  # one shift per row, along the features
-            yield Slot.full(op.weight, 1, shape[-1]), shape[-1]
+            yield Slot.full(op.weight, 1, shape[-1]), shape[-1], shape[-1]
         elif "row-local-gradients" not in op.flags:  # along another axis: the same shift of every row
             rows = shapes[op.weight][0]
-            yield Slot.full(op.weight, 0, rows), rows
+            yield Slot.full(op.weight, 0, rows), rows, rows
     elif op.kind is OpKind.PARAM and str(node.target) in shapes:
         axis = max(axes)  # one axis: translations along two axes share their constant direction
-        yield Slot.full(str(node.target), axis, shape[axis]), shape[axis]
+        yield Slot.full(str(node.target), axis, shape[axis]), shape[axis], shape[axis]

@@ -473,7 +473,7 @@ FEATURE_VOCAB = _Vocab(kinds=("linear", "linear", "linear", "act", "act", "act_m
                               "residual", "cat", "branch", "split", "reshape", "tie", "share", "gate",
                               "glu", "scale", "dropout", "softmax", "unknown", "unknown"))
 CONV_VOCAB = _Vocab(kinds=("conv", "conv", "conv", "act", "act", "norm", "pool", "residual", "cat",
-                           "depthwise", "tie", "scale", "unknown"),
+                           "depthwise", "grouped", "tie", "scale", "unknown"),
                     norms=("batchnorm", "groupnorm", "instancenorm", "channels_last_ln"))
 TOKEN_VOCAB = _Vocab(kinds=("attn", "attn", "attn", "linear", "act", "norm", "residual", "glu", "unknown",
                             "encoder", "data_dependent"),
@@ -573,6 +573,10 @@ def _conv_ops(draw, c: int, size: int, vocab: _Vocab, n_min: int, n_max: int, de
             mult = draw(st.integers(1, 2))
             ops.append(("conv", c, c * mult, 3, draw(st.booleans()), "", c))
             c *= mult
+        elif kind == "grouped" and c % 2 == 0:  # two groups, neither plain nor depthwise
+            c2 = 2 * draw(st.integers(1, 3))
+            ops.append(("conv", c, c2, 3, draw(st.booleans()), draw(freezes), 2))
+            c = c2
         elif kind == "act":
             ops.append(("act", draw(st.sampled_from(vocab.acts + ("square",)))))
         elif kind == "norm":

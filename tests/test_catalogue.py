@@ -1,8 +1,8 @@
-"""The THEORY.md catalogue, row by row, on tiny hand-written models (float64).
+"""The docs/THEORY.md catalogue, row by row, on tiny hand-written models (float64).
 
 For every case this file checks
   (a) the number of independent scalar laws per kind, against a count derived BY HAND in a comment
-      from THEORY.md (never copied from the library's output),
+      from docs/THEORY.md (never copied from the library's output),
   (b) the THEORY row ids the library attaches,
   (c) ``fxlaws.soundness`` (exact laws: worst relative inner product <= 1e-9),
 and for several cases
@@ -338,6 +338,10 @@ CONV_CASES = {
     # R1, one law per channel: 4.
     "depthwise-consumer": (lambda: seq(c1=nn.Conv2d(3, 4, 3), act=nn.ReLU(), c2=nn.Conv2d(4, 4, 3, groups=4)),
                            {"rescale": 4}, {"R1"}),
+    # conv(3->4) -> ReLU -> conv(4->6, groups=2): channel j = 2g + i reaches column i of rows 3g..3g+2
+    # only: R1, one law per channel: 4.
+    "grouped-consumer": (lambda: seq(c1=nn.Conv2d(3, 4, 3), act=nn.ReLU(), c2=nn.Conv2d(4, 6, 3, groups=2)),
+                         {"rescale": 4}, {"R1"}),
 }
 
 
@@ -391,6 +395,18 @@ def test_r1_depthwise_consumer_by_hand():
     hand = sq_rows(p["c1.weight"]) + p["c1.bias"] ** 2 - sq_rows(p["c2.weight"])
     torch.testing.assert_close(fam.evaluate(p), hand, rtol=1e-12, atol=1e-12)
     assert "c2.bias" not in fam.params
+
+
+def test_r1_grouped_consumer_by_hand():
+    model, x = CONV_CASES["grouped-consumer"][0](), img()
+    ann = annotate(model, x)
+    (fam,) = ann.laws
+    p = params_of(model)
+    w2 = p["c2.weight"]  # [6, 2, 3, 3]: groups of 3 rows, each reading 2 input channels
+    out = torch.stack([w2[3 * (j // 2):3 * (j // 2) + 3, j % 2].pow(2).sum() for j in range(4)])
+    hand = sq_rows(p["c1.weight"]) + p["c1.bias"] ** 2 - out
+    torch.testing.assert_close(fam.evaluate(p), hand, rtol=1e-12, atol=1e-12)
+    assert ann.coverage == pytest.approx(1 - 6 / sum(t.numel() for t in p.values()))  # all but c2.bias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -818,6 +834,30 @@ def test_split_chunk_two_consumers():
     assert_sound(model, ann, x)
 
 
+class FusedSwiGLU(nn.Module):
+    """One Linear makes gate and up (Phi-3's gate_up_proj), chunked: down(silu(gate) * up)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_up, self.down = nn.Linear(3, 8), nn.Linear(4, 2)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+def test_fused_gate_up_split_keeps_the_up_half():
+    model, x = FusedSwiGLU().double(), vec()
+    ann = annotate(model, x)
+    # S1 per up channel i (rows 4 + i of gate_up): the SiLU gate half has no law, and its breaking
+    # must not take the up half with it: 4 laws
+    assert ann.counts() == {"rescale": 4} and rows(ann) == {"S1"}
+    p = params_of(model)
+    hand = sq_rows(p["gate_up.weight"][4:]) + p["gate_up.bias"][4:] ** 2 - sq_cols(p["down.weight"])
+    torch.testing.assert_close(ann.laws[0].evaluate(p), hand, rtol=1e-12, atol=1e-12)
+    assert_sound(model, ann, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # gradient flow (explicit Euler): the law stays, a non-law quantity drifts
 # ---------------------------------------------------------------------------------------------
@@ -884,6 +924,9 @@ SYMPY_CASES = {
     "G1-conv": (CONV_CASES["conv-conv"][0], img, "G1", None, ("j", "k")),
     "R1-lenet-flatten": (CONV_CASES["lenet-maxpool"][0], img, "R1", None, ("j",)),
     "R1-depthwise": (CONV_CASES["depthwise-consumer"][0], img, "R1", None, ("j",)),
+    "R1-grouped": (CONV_CASES["grouped-consumer"][0], img, "R1", None, ("j",)),
+    "N3-offset-gain": (lambda: _OffsetGainMLP().double(), vec, "N3", None, ("j",)),
+    "S1-fused-gate-up": (lambda: FusedSwiGLU().double(), vec, "S1", None, ("j",)),
     "R3-square": (lambda: PowMLP(torch.square).double(), vec, "R3", None, ("j",)),
     "R1-chunk": (lambda: Chunk().double(), vec, "R1", None, ("j",)),
     "R1-concat-offset": (lambda: Concat().double(), vec, "R1", "b.weight", ("j",)),
@@ -1057,3 +1100,32 @@ def test_hand_written_rmsnorm_gets_n3():
     torch.testing.assert_close(ann.laws[0].evaluate(p), p["norm.weight"] ** 2 - sq_cols(p["b.weight"]),
                                rtol=1e-12, atol=1e-12)
     assert_sound(model, ann, x)
+
+
+class _OffsetGainRMSNorm(_HandRMSNorm):
+    """Gemma's RMSNorm: the gain is ``1 + w`` (w initialised at zero), cast to float as Gemma does."""
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight.to(x.dtype))
+
+
+class _OffsetGainMLP(_HandRMSNormMLP):
+    def __init__(self):
+        super().__init__()
+        self.norm = _OffsetGainRMSNorm(4)
+        nn.init.normal_(self.norm.weight, std=0.5)
+
+
+def test_offset_gain_rmsnorm_gets_n3_on_the_shifted_gain():
+    model, x = _OffsetGainMLP().double(), torch.randn(4, 3, dtype=torch.float64)
+    ann = annotate(model, x)
+    # N3 on the gain g = 1 + w: gradient flow moves w as it moves g, so (1 + w_j)² − ‖b.weight[:, j]‖²
+    # is conserved (and w_j² − ‖b.weight[:, j]‖² is not: checked below), 4 laws
+    assert ann.counts() == {"rescale": 4} and rows(ann) == {"N3"}
+    p = params_of(model)
+    torch.testing.assert_close(ann.laws[0].evaluate(p), (1 + p["norm.weight"]) ** 2 - sq_cols(p["b.weight"]),
+                               rtol=1e-12, atol=1e-12)
+    assert_sound(model, ann, x)
+    unshifted = worst_rel_inner(model, mse_loss(model, x), lambda q: q["norm.weight"] ** 2 - sq_cols(q["b.weight"]))
+    assert unshifted > 1e-3
+    assert "(1 + norm.weight[j])" in ann.laws[0].formula

@@ -126,6 +126,18 @@ class Stream(nn.Module):
         return self.head(self.ln2(h) + (h if self.tap else 0))
 
 
+class TokenMix(nn.Module):
+    """h = x + mix(xᵀ)ᵀ over 3 tokens of width 4 (MLP-Mixer's token mixing, one Linear 3→3 across the
+    tokens), read out by head(ln(h)) (4→2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix, self.ln, self.head = nn.Linear(3, 3), nn.LayerNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.ln(x + self.mix(x.transpose(1, 2)).transpose(1, 2)))
+
+
 class TwoSum(nn.Module):
     """relu(fc1(x) + fc2(x)) → fc3: two producers of one 4-channel space."""
 
@@ -398,6 +410,10 @@ LAW_CASES = [
     # all 4 features of it
     ("stream-tap", lambda: Stream(tap=True), TOKENS[:1] + (3, 3), None,
      {("rescale", "R1", 5): 1, ("rescale", "N3", 4): 1, ("translation", "T3", 4): 1}),
+    # mix.bias[t] is added to every feature of token t, which ln removes: each entry is conserved (N1
+    # with groups of one channel): 3. mix.weight's shift depends on the feature (no law); the mix's
+    # channels (tokens) meet x in the add (no rescale). N3: ln γ/β vs head columns: 4.
+    ("token-mix", TokenMix, TOKENS[:1] + (3, 4), None, {("translation", "N1", 3): 1, ("rescale", "N3", 4): 1}),
     # T1 on the logits: Σ_j W[j, :] (3) and Σ_j b[j] (1)
     ("logits-ce", Logits, VEC, "cross_entropy", {("translation", "T1", 3): 1, ("translation", "T1", 1): 1}),
     # one head, dh = 2, d = 4, no biases: A1 2·3/2 = 3, A2 3

@@ -2,7 +2,7 @@
 
 This file checks
   1. ``completeness`` reaches the verdict "complete" with ``expected = D − dim Lie`` equal to a count
-     derived BY HAND in a comment from THEORY.md (§2 catalogue and "Law counts on tiny instances"),
+     derived BY HAND in a comment from docs/THEORY.md (§2 catalogue and "Law counts on tiny instances"),
   2. the two field generators (data fields, reparametrisation φ) give the same Lie-algebra dimension
      on shallow blocks,
   3. injected faults are caught with a ground truth that does not depend on THEORY: a removed exact
@@ -90,6 +90,18 @@ class TwoConsumers(nn.Module):
         return self.c1(h) + self.c2(h) if self.summed else (self.c1(h), self.c2(h))
 
 
+class FusedGateUp(nn.Module):
+    """One Linear(3, 8) makes gate and up, chunked: down(silu(gate) * up), down Linear(4, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_up, self.down = nn.Linear(3, 8), nn.Linear(4, 2)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
 class ChunkConsumers(nn.Module):
     """p: Linear(3, 4) -> ReLU -> chunk into units {0, 1} -> c1 and units {2, 3} -> c2."""
 
@@ -141,6 +153,11 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor], str,
     # (3) and Σ_j fc1.bias[j] (1), N3 γ_j² + β_j² − out_j per unit (4): 8. N2 is eps-broken, not counted.
     "linear-ln-relu-linear": (lambda: seq(fc1=nn.Linear(3, 4), ln=nn.LayerNorm(4), act=nn.ReLU(),
                                           fc2=nn.Linear(4, 2)), vec, "any", 8),
+    # THEORY S1 with gate and up from one Linear(3, 8), chunked: one law per up channel: 4.
+    "fused-gate-up": (lambda: FusedGateUp().double(), vec, "any", 4),
+    # THEORY R1 through a grouped conv (groups=2): channel j reaches only its group's rows: 4.
+    "conv-relu-grouped-conv": (lambda: seq(c1=nn.Conv2d(3, 4, 3), act=nn.ReLU(), c2=nn.Conv2d(4, 6, 3, groups=2)),
+                               img, "any", 4),
     # THEORY N1 (conv -> BatchNorm: c1.bias[j] itself, 2) + N3 (γ_j² + β_j² − out_j, 2) = 4.
     "conv-bn-relu-conv": (lambda: seq(c1=nn.Conv2d(3, 2, 3), bn=nn.BatchNorm2d(2), act=nn.ReLU(),
                                       c2=nn.Conv2d(2, 2, 3)), img, "any", 4),
@@ -191,6 +208,23 @@ def test_completeness_catalogue(name):
     assert res.verdict == "complete", str(res)
     assert res.approximate == 0, str(res)  # N2 (eps-broken at norm_eps = 1e-2) is never counted
     assert res.activations_split in (None, True)
+
+
+def test_activation_coverage_needs_hardsigmoid_gates_to_saturate():
+    """A Hardsigmoid gate is relu(z + 3)/6 until it saturates at z = 3: a draw where no input reaches
+    3 has the local rescale laws of a ReLU unit centred at -3, which completeness must not take for
+    global ones. The coverage check says so; it passes once inputs fall on both sides of 3."""
+    from fxlaws.verify.fields import FlatModule
+
+    flat = FlatModule(seq(fc=nn.Linear(3, 4), gate=nn.Hardsigmoid(), out=nn.Linear(4, 2)), (vec(),))
+    inputs = flat.random_inputs()
+    theta = flat.random_theta()
+    p = flat.unflat(theta)
+    p["fc.weight"].mul_(1e-3)  # z ≈ bias for every input
+    p["fc.bias"].fill_(0.0)
+    assert flat.activation_coverage(theta, inputs) is False
+    p["fc.bias"].fill_(3.0)  # z = 3 ± small: both sides of the top clamp
+    assert flat.activation_coverage(theta, inputs) is True
 
 
 @pytest.mark.parametrize("name", ["linear-ln-relu-linear", "conv-bn-relu-conv", "conv-gn-relu-conv"])

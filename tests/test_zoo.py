@@ -9,6 +9,7 @@ computed by ``fxlaws.verify.completeness``: none unsound, never more than the tr
 from __future__ import annotations
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("timm")
@@ -31,6 +32,15 @@ def _float64_twin(model):
     return model
 
 
+# The library computes part of the model in float32 whatever the model's dtype: the laws there are
+# exact in exact arithmetic, but float32 round-off exceeds completeness' 1e-6 orthogonality test.
+# model -> (a text in the names of the families concerned, where the float32 is)
+FLOAT32_INSIDE: dict[str, tuple[str, str]] = {
+    "hf/mixtral": ("mlp.gate:", "the router's softmax runs on router_logits.float() (T2 on the router weight)"),
+    "hf/gemma2": ("layernorm>", "Gemma2RMSNorm computes x.float() * (1 + weight.float()) (N3 on its gain)"),
+}
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n], strict=True))
                                   if n in KNOWN else n for n in ZOO])
 def test_zoo_model_annotates_and_is_sound(name):
@@ -38,17 +48,17 @@ def test_zoo_model_annotates_and_is_sound(name):
     ann = fxlaws.annotate(model, inputs)
     assert ann.laws or ann.no_law, f"{name}: no law and no reason"
     result = fxlaws.soundness(_float64_twin(model), ann, inputs, trials=1, samples=4)
-    assert result.ok and result.worst_exact <= 1e-9, f"{name}\n{result}"
+    inside = FLOAT32_INSIDE.get(name, ("\0",))[0]
+    bad = [r for r in result.rows if r.exact and r.worst > (1e-5 if inside in r.family else 1e-9)]
+    assert not bad, f"{name}\n{result}"
 
 
 # Models below 90 % of the true count, each with the mechanism fxlaws lacks (README "Not handled yet").
 # strict: the test fails when one reaches 90 %, so the list stays true.
 INCOMPLETE: dict[str, str] = {
-    "hf/mixtral": "MoE experts as stacked 3-D parameters (grouped GEMM / index routing): no S1/N3 law reaches them",
-    "hf/gemma2": "Gemma's RMSNorm gain (1 + w): a parameter plus a constant is not a slot (no N3 law)",
-    "tv/mobilenet-v3": "16 laws of the inverted-residual block with squeeze-excite and hardswish, not identified yet",
-    "timm/regnet": "grouped (non-depthwise) convs as consumers",
-    "timm/mlp-mixer": "token-mixing MLPs applied across a transposed axis",
+    "tv/mobilenet-v3": "the 16 'missing' are local laws of the squeeze-excite Hardsigmoid gates (homogeneous in z + 3 "
+                       "until a gate saturates at z = 3): no draw saturates every gate, so D − dim Lie counts them "
+                       "(activations_split is False); no global law is missing there",
 }
 # Micro configurations whose rank computation takes more than ~2 minutes on 2 cores: measured by
 # benchmarks/zoo.py --completeness only.
@@ -56,11 +66,6 @@ SLOW: dict[str, str] = {
     "timm/convnext": "LayerNorm2d over permuted channels, depth-wise 3x3: > 150 s",
     "tv/convnext": "LayerNorm2d over permuted channels, depth-wise 7x7: > 150 s",
     "tv/swin": "shifted windows, relative position bias: > 150 s",
-}
-# The library computes part of the model in float32 whatever the model's dtype: the laws there are
-# exact in exact arithmetic, but float32 round-off exceeds completeness' 1e-6 orthogonality test.
-FLOAT32_INSIDE: dict[str, str] = {
-    "hf/mixtral": "the router's softmax runs on router_logits.float() (T2 on the router weight)",
 }
 
 
@@ -70,7 +75,51 @@ def test_zoo_model_completeness(name):
     model, inputs, scope = build_micro(name)
     ann = fxlaws.annotate(model, inputs)
     result = completeness(_float64_twin(model), inputs, ann=ann)
-    unsound = [u for u in result.unsound if not (name in FLOAT32_INSIDE and ":mlp.gate:" in u)]
+    unsound = [u for u in result.unsound if not (name in FLOAT32_INSIDE and FLOAT32_INSIDE[name][0] in u)]
     assert not unsound, f"{name} ({scope})\n{result}"
     assert result.attached <= result.expected, f"{name} ({scope})\n{result}"
     assert result.attached >= 0.9 * result.expected, f"{name} ({scope})\n{result}"
+
+
+def test_gemma_offset_gain_laws_are_exact_once_the_norm_runs_in_float64(monkeypatch):
+    """FLOAT32_INSIDE's Gemma tolerance is round-off, not a wrong law: the same RMSNorm computed in
+    the model's dtype gives N3 on (1 + w) sound to 1e-12 and the micro model complete."""
+    from transformers.models.gemma2 import modeling_gemma2
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+    monkeypatch.setattr(modeling_gemma2.Gemma2RMSNorm, "forward", forward)
+    model, inputs, _ = build_micro("hf/gemma2")
+    ann = fxlaws.annotate(model, inputs)
+    assert any(f.theory == "N3" and "(1 + model.layers.0.input_layernorm.weight[j])" in f.formula for f in ann.laws)
+    sound = fxlaws.soundness(model, ann, inputs, trials=1, samples=4)
+    assert sound.ok and sound.worst_exact <= 1e-12, str(sound)
+    result = completeness(model, inputs, ann=ann)
+    assert result.verdict == "complete", str(result)
+
+
+def test_mixtral_experts_laws_by_hand():
+    """MoE experts stacked as 3-D parameters, rows routed by grouped_mm (transformers' default experts):
+    per expert e and hidden unit i, S1 ‖gate_up[e, I + i]‖² − ‖down[e, :, i]‖² (E·I laws); the norm
+    before the experts N3 with every expert's gate_up columns and the router's. Checked against
+    the formulas written here, and sound in float64 through the eager experts."""
+    model, inputs, _ = build_micro("hf/mixtral")
+    ann = fxlaws.annotate(model, inputs)
+    mlp = model.model.layers[0].mlp
+    E, two_i, _ = mlp.experts.gate_up_proj.shape
+    i_dim = two_i // 2
+    pre = "model.layers.0."
+    s1 = next(f for f in ann.laws if f.theory == "S1" and f.params == (pre + "mlp.experts.gate_up_proj",
+                                                                        pre + "mlp.experts.down_proj"))
+    n3 = next(f for f in ann.laws if f.theory == "N3" and pre + "post_attention_layernorm.weight" in f.params)
+    params = dict(model.named_parameters())
+    gu, down = params[pre + "mlp.experts.gate_up_proj"], params[pre + "mlp.experts.down_proj"]
+    hand_s1 = (gu[:, i_dim:].pow(2).sum(-1) - down.pow(2).sum(1)).reshape(-1)  # index e·I + i
+    torch.testing.assert_close(s1.evaluate(params), hand_s1, rtol=1e-12, atol=1e-12)
+    gamma, router = params[pre + "post_attention_layernorm.weight"], params[pre + "mlp.gate.weight"]
+    hand_n3 = gamma ** 2 - router.pow(2).sum(0) - gu.pow(2).sum((0, 1))
+    torch.testing.assert_close(n3.evaluate(params), hand_n3, rtol=1e-12, atol=1e-12)
+    assert s1.count == E * i_dim
+    sound = fxlaws.soundness(_float64_twin(model), ann, inputs, trials=1, samples=4)
+    assert all(r.worst <= 1e-12 for r in sound.rows if r.family in (s1.name, n3.name)), str(sound)

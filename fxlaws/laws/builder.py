@@ -49,12 +49,12 @@ def _gram_text(terms) -> str:
 
 
 def _rest(slot: Slot, shapes) -> int:
-    """Entries of the parameter per position along the slot's axis."""
+    """Entries of the parameter per position along the slot's axis (of its grouped view when grouped)."""
     rest = 1
     for d, n in enumerate(shapes[slot.param]):
         if d != slot.axis:
             rest *= n
-    return rest
+    return rest // slot.groups
 
 
 def _gram_count(dim: int, cols: int) -> int:

@@ -41,7 +41,7 @@ class DiagonalTerms:
     group: int = 1
 
     def squares(self) -> list[tuple[str, int]]:
-        return [(slot.param, slot.axis) for slot, _ in self.terms]
+        return [(slot.param, slot.axis) for slot, _ in self.terms if slot.reads_squares]
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
         out = None
@@ -108,7 +108,7 @@ class PairTerms:
     pairs: tuple[tuple[int, int], ...]
 
     def squares(self) -> list[tuple[str, int]]:
-        return [(slot.param, slot.axis) for slot, _, _ in self.terms]
+        return [(slot.param, slot.axis) for slot, _, _ in self.terms if slot.reads_squares]
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
         out = None
@@ -191,7 +191,7 @@ class LawFamily:
     Attributes:
         name: unique, stable name (``"rescale:layer1.0.bn1>layer1.0.conv2"``).
         kind: "rescale", "gl", "scale", "translation", "attention-qk" or "attention-vo".
-        theory: THEORY.md row id (R1, R2, R3, G1, N1, N2, N3, T1, T2).
+        theory: docs/THEORY.md row id (R1, R2, R3, G1, N1, N2, N3, T1, T2).
         params: canonical qualified names of the parameters it reads.
         modules: module paths it touches (for reports).
         expr: sympy template (index symbols ``j``/``k``; parameter symbols named in ``symbols``),

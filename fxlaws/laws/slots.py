@@ -54,27 +54,63 @@ class Slot:
         axis: the axis of the parameter indexed by the hidden channel.
         pieces: where each channel sits along ``axis``.
         channels: size of the hidden channel space (the family's length).
+        groups: > 1 when axis 0 comes in ``groups`` blocks that each own their own positions along
+            ``axis``: position ``c = g·width + i`` (``width`` = the parameter's ``shape[axis]``)
+            means position ``i`` of block ``g``'s slice only. The input side of a grouped conv
+            (``axis == 1``, blocks of output rows) and MoE experts stacked as ``(E, ...)`` (blocks
+            of one expert each). The slot reads the grouped view :meth:`view`, shape
+            ``(groups·width, shape[0]/groups, other axes...)``, along its axis 0.
+        constant: the slot reads ``param + constant`` (Gemma's RMSNorm gain ``1 + w``: gradient
+            flow moves ``w`` as it would move the gain, so the law holds for the shifted value).
     """
 
     param: str
     axis: int
     pieces: tuple[Piece, ...]
     channels: int
+    groups: int = 1
+    constant: float = 0.0
 
     @classmethod
-    def full(cls, param: str, axis: int, channels: int) -> "Slot":
-        return cls(param, axis, (Piece(0, channels),), channels)
+    def full(cls, param: str, axis: int, channels: int, constant: float = 0.0) -> "Slot":
+        return cls(param, axis, (Piece(0, channels),), channels, constant=constant)
 
     def positions(self) -> list[int]:
-        """Axis positions read by this slot (for coverage)."""
+        """Axis positions read by this slot (virtual positions ``g·width + i`` when grouped)."""
         out: list[int] = []
         for p in self.pieces:
             out.extend(range(p.offset, p.offset + p.width))
         return out
 
+    def covered(self, shape) -> tuple[int, set[int]]:
+        """(axis, positions of the parameter's own ``axis`` whose hyper-slices the slot reads in full),
+        for coverage. A grouped slot reads column ``i`` in full only once every block reads it."""
+        if self.groups == 1:
+            return self.axis, set(self.positions())
+        width = shape[self.axis]
+        per_col: dict[int, int] = {}
+        for v in self.positions():
+            per_col[v % width] = per_col.get(v % width, 0) + 1
+        return self.axis, {i for i, n in per_col.items() if n == self.groups}
+
+    def view(self, p: Tensor) -> Tensor:
+        """``p`` (plus ``constant``) with the slot's positions along axis 0 (the grouped view when
+        ``groups > 1``)."""
+        p = p + self.constant if self.constant else p
+        if self.groups == 1:
+            return p.movedim(self.axis, 0)
+        return p.unflatten(0, (self.groups, -1)).movedim(self.axis + 1, 1).flatten(0, 1)
+
+    @property
+    def reads_squares(self) -> bool:
+        """Its per-position squares are those of the plain parameter (shared through :class:`SquareSums`)."""
+        return self.groups == 1 and not self.constant
+
     def channel_sq(self, params: Mapping[str, Tensor]) -> Tensor:
         """``out[j] = Σ ‖param[..., pos(j), ...]‖²`` over this slot's positions of channel j (zeros if absent)."""
-        if isinstance(params, SquareSums):
+        if not self.reads_squares:
+            per_pos = _position_sq(self.view(params[self.param]), (0,))[0]
+        elif isinstance(params, SquareSums):
             per_pos = params.position_sq(self.param, self.axis)
         else:
             per_pos = _position_sq(params[self.param], (self.axis,))[self.axis]
@@ -99,7 +135,7 @@ class Slot:
         Either every piece holds all channels (``is_full``; repeated pieces sit side by side), or
         the pieces tile the channels (e.g. one piece per attention head; rows in channel order).
         """
-        p = params[self.param].movedim(self.axis, 0)
+        p = self.view(params[self.param])
         pieces = sorted(self.pieces, key=lambda q: q.start)
         blocks = [p.narrow(0, q.offset, q.width).reshape(q.stop - q.start, -1) for q in pieces]
         if len(blocks) == 1:
@@ -126,10 +162,16 @@ class Slot:
         texts = []
         for piece in self.pieces:
             sel = piece.describe(index)
-            if self.axis == 0:
+            if self.groups > 1:
+                where = ["block ⌊" + sel + "/w⌋"] + [":"] * (self.axis - 1) + [sel + " mod w"]
+                texts.append(f"{self.param}[{', '.join(where)}] (w = its size along axis {self.axis}, "
+                             f"{self.groups} blocks on axis 0)")
+            elif self.axis == 0:
                 texts.append(f"{self.param}[{sel}]")
             else:
                 texts.append(f"{self.param}[{', '.join([':'] * self.axis + [sel])}]")
+        if self.constant:
+            texts = [f"({self.constant:g} + {t})" for t in texts]
         return " + ".join(texts)
 
 

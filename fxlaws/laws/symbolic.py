@@ -55,13 +55,16 @@ def _dummy(i: int) -> Symbol:
 def _index(slot: Slot, piece: Piece, ch: Symbol, shape: Sequence[int], sub: Symbol | None):
     """Index tuple into the parameter for channel ``ch`` and the summed dummies with their limits."""
     idx, limits = [], []
+    pos = piece.offset + (ch - piece.start) * piece.inner + (sub if piece.inner > 1 else 0)
     for d, n in enumerate(shape):
         if d == slot.axis:
-            pos = piece.offset + (ch - piece.start) * piece.inner
             if piece.inner > 1:
-                pos = pos + sub
                 limits.append((sub, 0, piece.inner - 1))
-            idx.append(pos)
+            idx.append(pos if slot.groups == 1 else sympy.Mod(pos, n))
+        elif d == 0 and slot.groups > 1:  # the rows of position pos's block (Slot.groups)
+            rows, dummy = n // slot.groups, _dummy(d)
+            idx.append(sympy.floor(pos / shape[slot.axis]) * rows + dummy)
+            limits.append((dummy, 0, rows - 1))
         else:
             dummy = _dummy(d)
             idx.append(dummy)
@@ -94,7 +97,7 @@ def _slot_sq(slot: Slot, shape: Sequence[int]) -> sympy.Expr:
     terms = []
     for piece in slot.pieces:
         idx, limits = _index(slot, piece, J, shape, Symbol("s", integer=True, nonnegative=True))
-        term = base[idx] ** 2
+        term = (base[idx] + _coef(slot.constant)) ** 2 if slot.constant else base[idx] ** 2
         term = Sum(term, *limits) if limits else term
         terms.append(_guard(piece, slot, J, term))
     return sympy.Add(*terms)  # one flatten, not one per piece (attention slots have a piece per head)
@@ -117,7 +120,8 @@ def gram_expr(terms, shapes: Mapping[str, Sequence[int]]) -> sympy.Expr:
         for piece in slot.pieces:
             idx_j, limits = _index(slot, piece, J, shapes[slot.param], s)
             idx_k, _ = _index(slot, piece, K, shapes[slot.param], s)
-            term = base[idx_j] * base[idx_k]
+            c = _coef(slot.constant)
+            term = (base[idx_j] + c) * (base[idx_k] + c)
             parts.append(_times(coef, Sum(term, *limits) if limits else term))
     return sympy.Add(*parts)
 

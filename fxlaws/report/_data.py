@@ -70,6 +70,7 @@ def build_data(ann) -> dict[str, Any]:
         "families": families,
         "modules": _modules(ann, types, covered),
         "no_law": [{"module": m, "reason": r} for m, r in ann.no_law.items()],
+        "uncovered": _uncovered(ann, covered),
         "opaque": [{"module": m, "reason": r} for m, r in sorted(ann.opaque.items())],
         "notes": list(ann.notes),
     }
@@ -97,12 +98,28 @@ def _family(fam, types: dict[str, str]) -> dict[str, Any]:
                 "channels": int(slot.channels),
                 "pieces": [{"start": p.start, "stop": p.stop, "offset": p.offset, "inner": p.inner}
                            for p in slot.pieces],
+                "groups": int(slot.groups),
+                **({"constant": float(slot.constant)} if slot.constant else {}),
             }
             for slot in fam.slots
         ],
         "symbols": dict(sorted(fam.symbols.items())),
         "expr": {"srepr": _srepr(fam.expr), "latex": latex_of(fam.expr, fam.symbols)},
     }
+
+
+def _uncovered(ann, covered: dict[str, int]) -> list[dict[str, Any]]:
+    """Trainable parameters with entries no law reads, in forward order, with their module's reason
+    when it has one (a module can carry laws on some parameters and none on others: ``fc.bias``)."""
+    out = []
+    for name, shape in ann.param_shapes.items():
+        unread = _numel(shape) - covered.get(name, 0)
+        if unread:
+            module = name.rpartition(".")[0]
+            reason = ann.no_law.get(module) or ann.reasons.get(module) or \
+                "no law found on it (the laws of its module read other parameters)"
+            out.append({"param": name, "unread": int(unread), "numel": int(_numel(shape)), "reason": reason})
+    return out
 
 
 def _srepr(expr) -> str:
@@ -131,10 +148,7 @@ def _covered_numel(ann) -> dict[str, int]:
     A slot reads whole hyper-slices along its axis, so the unread part of a parameter is the
     product over its axes of the unread positions (the same rule as ``Annotation.coverage``).
     """
-    axes: dict[str, dict[int, set[int]]] = {}
-    for fam in ann.laws:
-        for slot in fam.slots:
-            axes.setdefault(slot.param, {}).setdefault(slot.axis, set()).update(slot.positions())
+    axes = ann.covered_positions()
     out: dict[str, int] = {}
     for name, shape in ann.param_shapes.items():
         unread = _numel(shape)

@@ -12,20 +12,24 @@
     coverage      covered / trainable (``Annotation.coverage``), rounded to 6 decimals
     num_laws      independent scalar laws; num_families: law families
     counts        kind -> independent scalar laws ("scale (approx.)" for eps-broken families)
-    families      in forward order, each: name, subset, kind, block ("conv→bn"), theory (THEORY.md
+    families      in forward order, each: name, subset, kind, block ("conv→bn"), theory (docs/THEORY.md
                   row), count, shape, exact, assumptions (sorted), formula (one-line text), params,
-                  modules, slices [{param, axis, channels, pieces [{start, stop, offset, inner}]}]
-                  (channel j of piece p sits at positions offset + (j - start)·inner + [0, inner)
-                  along axis), symbols (sympy symbol -> parameter name), expr {srepr (sympy
+                  modules, slices [{param, axis, channels, pieces [{start, stop, offset, inner}],
+                  groups, constant (only when not 0)}] (channel j of piece p sits at positions
+                  offset + (j - start)·inner + [0, inner) along axis; groups > 1: axis 0 comes in
+                  that many blocks, position g·width + i is position i of block g; constant: the
+                  law reads param + constant, Gemma's 1 + w), symbols (sympy symbol -> parameter name), expr {srepr (sympy
                   ``srepr`` of the template: ``sympy.parse_expr``/``eval`` it back), latex}
     modules       modules owning trainable parameters, in forward order: path, type, trainable,
                   covered, families (names of the families reading them)
     no_law        [{module, reason}]: modules with trainable parameters and no law, and why
+    uncovered     [{param, unread, numel, reason}]: every trainable parameter with entries no law
+                  reads (also in modules that carry laws on other parameters)
     opaque        [{module, reason}]: submodules capture kept opaque (no law crosses them), sorted
     notes         assumptions made on the user's behalf
 
 The document holds no timestamps, paths or versions besides ``schema``; keys are sorted and the
-only float is ``coverage``, so the same model gives byte-identical JSON in every process.
+only floats are ``coverage`` and a slice's ``constant``, so the same model gives byte-identical JSON in every process.
 """
 
 from __future__ import annotations
@@ -46,7 +50,11 @@ _REASONS = {"type": "array", "items": _obj({"module": _STR, "reason": _STR})}
 
 _PIECE = _obj({"start": _INT, "stop": _INT, "offset": _INT, "inner": _INT})
 
-_SLICE = _obj({"param": _STR, "axis": _INT, "channels": _INT, "pieces": {"type": "array", "items": _PIECE}})
+_SLICE = _obj({"param": _STR, "axis": _INT, "channels": _INT, "pieces": {"type": "array", "items": _PIECE},
+               "groups": {"type": "integer", "minimum": 1}, "constant": {"type": "number"}},
+              required=["axis", "channels", "groups", "param", "pieces"])
+
+_UNCOVERED = _obj({"param": _STR, "unread": _INT, "numel": _INT, "reason": _STR})
 
 _FAMILY = _obj({
     "name": _STR,
@@ -86,6 +94,7 @@ SCHEMA: dict = {
         "families": {"type": "array", "items": _FAMILY},
         "modules": {"type": "array", "items": _MODULE},
         "no_law": _REASONS,
+        "uncovered": {"type": "array", "items": _UNCOVERED},
         "opaque": _REASONS,
         "notes": _STRS,
     }),

@@ -50,7 +50,8 @@ class CompletenessResult:
         attached: rank of the gradients of the laws fxlaws attached: exact ones, plus approximate
             (eps-broken) ones that are numerically conserved at this θ (counted in ``approximate``).
         unsound: families whose gradient is not orthogonal to the Lie algebra.
-        activations_split: every ReLU-like unit active on some inputs and inactive on others
+        activations_split: every unit of a piecewise-linear activation had inputs on both sides of
+            each of its kinks
             (None: no such units; False: could not be achieved, local laws may inflate ``expected``).
         verdict: "complete", "missing k", "unsound" or "inconsistent".
     """
@@ -76,7 +77,7 @@ class CompletenessResult:
         return "inconsistent"
 
     def __str__(self) -> str:
-        act = {None: "", True: "", False: "; some ReLU units never split the inputs"}[self.activations_split]
+        act = {None: "", True: "", False: "; some piecewise-linear units never crossed a kink (local laws may count)"}[self.activations_split]
         return (f"{self.verdict}: D={self.D}, dim Lie={self.dim_lie} (ranks by depth {self.ranks}), "
                 f"laws expected {self.expected}, attached {self.attached}"
                 + (f" (incl. {self.approximate} eps-broken, numerically conserved)" if self.approximate else "")
@@ -138,7 +139,8 @@ def completeness(
 
     Args:
         module: a small module (D up to a few hundred); deep-copied in float64.
-        example_inputs: inputs of one forward call (shapes/dtypes); defaults to ``module.example_inputs()``.
+        example_inputs: inputs of one forward call (shapes/dtypes); defaults to those annotate was given
+            (``ann.example_inputs()``), then ``module.example_inputs()``.
         loss: "any" (fields are gradients of arbitrary losses) or "cross_entropy" (output directions
             summing to zero over the class axis).
         fields: "data" (random losses on random inputs; any module) or "phi" (``⟨r, φ(θ)⟩``).
@@ -149,7 +151,8 @@ def completeness(
         seed: seeds θ, inputs and every random combination.
         max_depth: deepest bracket depth tried (stops earlier when the rank stagnates).
         tol: relative singular-value threshold of numeric ranks.
-        attempts: θ/input draws tried until every ReLU-like unit splits the inputs.
+        attempts: θ/input draws tried until every unit of a piecewise-linear activation leaves the
+            regions where it acts like a homogeneous map (the first draw when none does).
         candidates: for data fields, draws whose depth-1 rank is compared; the largest is kept
             (the generic rank is the maximum over θ).
         norm_eps: normalisation eps is raised to at least this in the (copied) module. Exact laws
@@ -167,7 +170,7 @@ def completeness(
     """
     start = time.perf_counter()
     if example_inputs is None:
-        example_inputs = module.example_inputs()
+        example_inputs = ann.example_inputs() if ann is not None and ann.inputs is not None else module.example_inputs()
     if fields not in ("data", "phi") or (fields == "phi" and phi is None):
         raise ValueError("fields must be 'data', or 'phi' together with phi=callable(params) -> Tensor")
     if laws is None:
@@ -183,12 +186,17 @@ def completeness(
     # The number of laws near a *generic* θ is D minus the largest rank: at some draws (narrow
     # ReLU layers) the random inputs realise too few activation patterns and the fields span less.
     # Keep the draw whose fields span most among `candidates` where every unit splits the inputs.
-    best = None
+    best, first = None, None
     for attempt in range(max(1, attempts)):
+        # (growing the weights on later draws to cross clamps far from the origin, Hardsigmoid's at 3,
+        # was tried: the draws that then split every unit saturate the rest and lose rank numerically)
         theta, inputs = flat.random_theta(), flat.random_inputs()
         split = flat.activation_coverage(theta, inputs)
+        first = first or (theta, inputs)
         if split is False and attempt < attempts - 1:
             continue
+        if split is False and best is None:  # no draw splits every unit: the unscaled first one
+            theta, inputs = first
         scalar, sample = flat.data_scalar(inputs, loss) if fields == "data" else flat.phi_scalar(phi)
         rank, _ = numeric_rank(field_values(scalar, theta, sample(flat.D + 8)[:, None, :]), tol)
         if best is None or rank > best[0]:

@@ -184,14 +184,17 @@ class FlatModule:
         return scalar, lambda k: torch.randn((k, size), generator=self.gen, dtype=torch.float64)
 
     def activation_coverage(self, theta: Tensor, inputs) -> Optional[bool]:
-        """True if every ReLU-like unit is active on some inputs and inactive on others.
+        """True if every unit of every piecewise-linear activation module has inputs outside each
+        region where the activation acts like a positively homogeneous map (:func:`_crossing`).
 
-        Units are features (last axis) of 2-D activations and channels (axis 1) otherwise. None when
-        the module has no ReLU-like submodule or functional relu we can hook.
+        A unit whose inputs all stay in such a region has local laws no global law matches (a ReLU
+        unit never inactive is linear; a Hardsigmoid gate that never saturates is homogeneous in
+        ``z + 3``): the rank at such a draw overstates the count. Units are features (last axis) of 2-D values and channels (axis 1) otherwise. None
+        when the module has no such activation module.
         """
-        seen: list[Tensor] = []
-        hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
-                 for m in self.net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU))]
+        seen: list[tuple[Callable, Tensor]] = []
+        hooks = [m.register_forward_pre_hook(lambda m, args, c=crossed: seen.append((c, args[0].detach())))
+                 for m in self.net.modules() if (crossed := _crossing(m)) is not None]
         try:
             with torch.no_grad():
                 for batch in inputs:
@@ -203,10 +206,11 @@ class FlatModule:
             return None
         per_module = len(seen) // len(inputs)  # hooks fire once per module and batch, in order
         for i in range(per_module):
-            acts = [seen[b * per_module + i] for b in range(len(inputs))]
+            crossed = seen[i][0]
+            acts = [seen[b * per_module + i][1] for b in range(len(inputs))]
             units = [a.movedim(1, 0).reshape(a.shape[1], -1) if a.dim() > 1 else a.reshape(1, -1) for a in acts]
             a = torch.cat(units, dim=1)  # units x (all samples and positions of every batch)
-            if not bool(((a > 0).any(1) & (a <= 0).any(1)).all()):
+            if not bool(crossed(a).all()):
                 return False
         return True
 
@@ -286,6 +290,22 @@ def _decompose_norms(net: nn.Module) -> None:
                 break
         if isinstance(m, (nn.Hardsigmoid, nn.Hardswish)):  # their backward kernels have no forward-mode AD
             m.forward = types.MethodType(_hardswish if isinstance(m, nn.Hardswish) else _hardsigmoid, m)
+
+
+def _crossing(m: nn.Module) -> Optional[Callable[[Tensor], Tensor]]:
+    """For a piecewise-linear activation module: units × inputs -> whether each unit's inputs leave
+    every region where the activation acts like a positively homogeneous map (one with local laws).
+    None for other modules."""
+    if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU)):
+        return lambda a: (a > 0).any(1) & (a <= 0).any(1)
+    if isinstance(m, nn.Hardsigmoid):  # relu(z + 3) / 6 below the top clamp
+        return lambda a: (a > 3).any(1) & (a <= 3).any(1)
+    if isinstance(m, nn.Hardtanh):  # ReLU6 too: both clamps crossed
+        lo, hi = float(m.min_val), float(m.max_val)
+        return lambda a: (a > lo).any(1) & (a <= lo).any(1) & (a > hi).any(1) & (a <= hi).any(1)
+    if isinstance(m, nn.Hardswish):  # 0 below -3, the identity above 3, quadratic between
+        return lambda a: ~((a >= 3).all(1) | (a <= -3).all(1))
+    return None
 
 
 def _hardsigmoid(m, x):
