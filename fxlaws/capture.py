@@ -383,6 +383,40 @@ class _TensorOutputs(nn.Module):
         return tuple(t for t in pytree.tree_leaves(self._model(*args, **kwargs)) if isinstance(t, torch.Tensor))
 
 
+class _ToDebug(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("[%s] %s", record.name, record.getMessage())
+
+
+@contextlib.contextmanager
+def front_end_noise_to_debug():
+    """torch.export, dynamo and the symbolic-shape machinery log graphs and warnings while they try
+    (and often fail) to capture a model; fxlaws' own error says what matters. For the duration, the
+    records of every ``torch.*`` logger, the Python warnings raised and what is printed to stderr
+    (torch.export prints the partial graph of a failed export) go to fxlaws' logger at debug level
+    (``logging.getLogger("fxlaws").setLevel(logging.DEBUG)`` shows them)."""
+    import io
+    import warnings
+
+    forward = _ToDebug()
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n == "torch" or n.startswith("torch.")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    printed, caught = io.StringIO(), []
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(printed):
+            warnings.simplefilter("always")
+            for lg in loggers:
+                lg.handlers, lg.propagate = [forward], False
+            yield
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        for w in caught:
+            log.debug("warning during capture: %s: %s", w.category.__name__, w.message)
+        if printed.getvalue().strip():
+            log.debug("printed during capture:\n%s", printed.getvalue())
+
+
 def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, list]:
     """``torch.export.export(strict=False)`` → the unlifted GraphModule (parameters as get_attr,
     aten ops) and the flat placeholder values. Modes and buffers are restored afterwards."""
@@ -396,7 +430,7 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
             raise UntraceableModelError(f"custom torch.autograd.Function {cls.__qualname__} (kept opaque by fx)")
         return apply(*args, **kwargs)
 
-    with preserved(model), _custom_autograd_functions(on_call):
+    with preserved(model), _custom_autograd_functions(on_call), front_end_noise_to_debug():
         program = torch.export.export(_TensorOutputs(model), args, kwargs, strict=False)
     gm = program.module()
     flat = pytree.tree_leaves((args, kwargs))

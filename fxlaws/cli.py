@@ -72,12 +72,32 @@ def load_model(spec: str):
         ) from exc
 
 
-def _inputs(model, shape: str | None):
+_INPUT_DTYPES = {"float": torch.float32, "float32": torch.float32, "float64": torch.float64, "double": torch.float64,
+                 "long": torch.long, "int64": torch.long, "int": torch.int32, "int32": torch.int32}
+
+
+def _inputs(model, shape: str | None, dtype: str = "float", vocab: int | None = None):
+    """One example input: ``--input-shape`` (random normal floats, or with ``--input-dtype long`` random
+    token ids below ``--vocab``), else the model's ``example_inputs()``."""
+    if vocab is not None and dtype not in ("long", "int64", "int", "int32"):
+        raise _UsageError("--vocab gives the range of integer inputs: use it with --input-dtype long")
     if shape:
-        return (torch.randn(*[int(s) for s in shape.split(",")]),)
+        try:
+            dims = [int(s) for s in shape.split(",")]
+        except ValueError:
+            raise _UsageError(f"--input-shape {shape!r}: give integers separated by commas, e.g. 2,3,32,32") from None
+        kind = _INPUT_DTYPES.get(dtype)
+        if kind is None:
+            raise _UsageError(f"--input-dtype {dtype!r}: one of {', '.join(_INPUT_DTYPES)}")
+        if kind.is_floating_point:
+            return (torch.randn(*dims, dtype=kind),)
+        if vocab is None:
+            raise _UsageError("integer inputs (token ids) need their range: add --vocab N (ids are drawn below N)")
+        return (torch.randint(0, vocab, dims, dtype=kind),)
     if hasattr(model, "example_inputs"):
         return model.example_inputs()
-    raise _UsageError("the model has no example_inputs(); pass --input-shape N,C,H,W")
+    raise _UsageError("the model has no example_inputs(); pass --input-shape N,C,H,W (images, features) or "
+                      "--input-shape N,T --input-dtype long --vocab V (token ids)")
 
 
 def _progress(msg: str) -> None:
@@ -158,13 +178,20 @@ _REPORT_SUFFIXES = {".txt": "text", ".md": "md", ".markdown": "md", ".json": "js
 
 
 def _cmd_report(args) -> int:
-    fmt = args.format or (_REPORT_SUFFIXES.get(Path(args.output).suffix.lower(), "text") if args.output else "text")
+    fmt = args.format
+    if fmt is None and args.output:
+        fmt = _REPORT_SUFFIXES.get(Path(args.output).suffix.lower())
+        if fmt is None:
+            raise _UsageError(f"-o {args.output}: cannot tell the format from the suffix "
+                              f"{Path(args.output).suffix or '(none)'!r}; use one of "
+                              f"{', '.join(sorted(_REPORT_SUFFIXES))} or pass --format {'|'.join(_REPORT_FORMATS)}")
+    fmt = fmt or "text"
     _progress(f"building {args.model}")
     try:
         model, name = load_model(args.model)
     except _UsageError as exc:
         raise _UsageError(f"{exc}{_traceback_summary(exc.__cause__)}") from exc
-    inputs = _inputs(model, args.input_shape)
+    inputs = _inputs(model, args.input_shape, args.input_dtype, args.vocab)
     _progress(f"annotating {name} (loss={args.loss or 'any'})")
     t = time.perf_counter()
     ann = annotate(model, inputs, loss=args.loss)
@@ -172,7 +199,8 @@ def _cmd_report(args) -> int:
               f"rendering {fmt}")
     title = name if name == ann.model_name else f"{name} ({ann.model_name})"
     report = ann.report(title=title)
-    render = {"text": report.to_text, "md": report.to_markdown, "json": report.to_json, "html": report.to_html}
+    render = {"text": lambda: report.to_text(clip=not args.output), "md": report.to_markdown,
+              "json": report.to_json, "html": report.to_html}
     text = render[fmt]()
     if args.output:
         try:
@@ -238,13 +266,13 @@ def _cmd_verify(args) -> int:
         for row in rows:
             print(row)
         bad = [r for r in rows if not r.ok]
-        print(f"\ncatalogue: {len(rows) - len(bad)}/{len(rows)} rows agree with THEORY.md "
+        print(f"\ncatalogue: {len(rows) - len(bad)}/{len(rows)} rows agree with docs/THEORY.md "
               f"(or are documented as not attached yet)")
         return 1 if bad else 0
     if not args.model:
         raise _UsageError("give a MODEL_SPEC or --catalogue")
     model, name = load_model(args.model)
-    inputs = _inputs(model, args.input_shape)
+    inputs = _inputs(model, args.input_shape, args.input_dtype, args.vocab)
     _progress(f"annotating {name}")
     ann = annotate(model, inputs, loss=args.loss)
     _progress(f"soundness: {len(ann.laws)} law families, float64, random θ, inputs and losses")
@@ -306,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="built-in name, path/to/file.py:factory or package.module:factory")
         p.add_argument("--loss", choices=["any", "cross_entropy"], default=None)
         p.add_argument("--input-shape", default=None, help="e.g. 2,3,32,32 (default: model.example_inputs())")
+        p.add_argument("--input-dtype", default="float", choices=sorted(_INPUT_DTYPES),
+                       help="dtype of the --input-shape input: float (random normal, default) or long (token ids)")
+        p.add_argument("--vocab", type=int, default=None, help="integer inputs are drawn from 0 .. VOCAB-1")
         if name == "report":
             p.add_argument("--format", choices=_REPORT_FORMATS, default=None,
                            help="text (default), md, json (schema fxlaws.report/1) or html (one offline file); "
@@ -313,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-o", "--output", default=None, help="write the report there (default: stdout)")
         else:
             p.add_argument("--trials", type=int, default=2)
-            p.add_argument("--catalogue", action="store_true", help="self-check every THEORY.md row at tiny size")
+            p.add_argument("--catalogue", action="store_true", help="self-check every docs/THEORY.md row at tiny size")
             p.add_argument("--max-params", type=int, default=2000,
                            help="completeness runs on the largest blocks with at most this many parameters")
         p.set_defaults(fn=fn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import weakref
 from typing import Any, Callable, Iterable, Optional
 
@@ -15,9 +16,23 @@ from fxlaws.passes.instrument import METRICS, InstrumentPass, InstrumentState
 from .annotation import Annotation
 from .capture import unwrap
 from .errors import require_values
-from .sinks import History, JSONLSink, TensorBoardSink
+from .sinks import STEP, History, JSONLSink, TensorBoardSink
 
 __all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "History"]
+
+
+#: recorders not closed yet: their last records are flushed at interpreter exit (weak: a recorder the
+#: user dropped is not kept alive)
+_OPEN: "weakref.WeakSet[_Recorder]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    for recorder in list(_OPEN):
+        try:
+            recorder.close()
+        except Exception:  # noqa: BLE001 -- at exit: a failing sink must not hide the others
+            pass
 
 
 class _Recorder:
@@ -29,7 +44,9 @@ class _Recorder:
         self.flush_every = flush_every
         self.history = History()
         self._flushed_at = 0
+        self._closed = False
         self.law_metrics.on_record = self._after_record
+        _OPEN.add(self)
 
     def _check_model(self) -> None:
         """Raise if what is recorded no longer belongs to the user's model (nothing to check here)."""
@@ -60,11 +77,29 @@ class _Recorder:
         """Read the latest values (one host sync), hand them to every sink, keep them in history."""
         self._check_model()
         values = self.metrics()
+        values[STEP] = int(values[STEP])
         self._flushed_at = self.law_metrics.calls
         self.history.append(values)
         for sink in self.sinks:
             sink(values)
         return values
+
+    def flush_pending(self) -> Optional[dict[str, float]]:
+        """Flush the latest record if it has not been flushed yet (what ``close`` and ``remove`` do)."""
+        if self.law_metrics.step > self._flushed_at:  # recorded since the last flush
+            return self.flush()
+        return None
+
+    def close(self) -> None:
+        """Flush the latest record and close the sinks that can be closed. Also run at interpreter
+        exit for recorders still open; calling it twice is harmless."""
+        if self._closed:
+            return
+        self.flush_pending()
+        self._closed = True
+        for sink in self.sinks:
+            if callable(getattr(sink, "close", None)):
+                sink.close()
 
 
 class Instrumented(nn.Module, _Recorder):
@@ -98,6 +133,23 @@ class Instrumented(nn.Module, _Recorder):
         prefix = metrics_name if after is not None else f"module.{metrics_name}"
         self._ddp_params_and_buffers_to_ignore = [f"{prefix}.{n}" for n, _ in self.law_metrics.named_buffers()]
 
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        """The model's own state dict, keys unchanged (it loads into the plain model); the law
+        metrics' state is :meth:`state`."""
+        out = self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for key in [k for k in out if k.startswith(f"{prefix}{self._metrics_name}.")]:
+            del out[key]
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a plain model's state dict (what :meth:`state_dict` gives)."""
+        result = self.module.load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(f"{self._metrics_name}.")]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Error(s) loading state_dict into the instrumented {type(self.module).__name__}: "
+                               f"missing keys {missing[:5]}, unexpected keys {result.unexpected_keys[:5]}")
+        return type(result)(missing, result.unexpected_keys)
+
     @property
     def law_metrics(self) -> LawMetrics:
         name = self._metrics_name
@@ -126,7 +178,8 @@ class Instrumented(nn.Module, _Recorder):
 
     def remove(self) -> nn.Module:
         """The original graph (no metric nodes, no metric submodule), sharing the same parameters
-        (the model itself when it was not rewritten)."""
+        (the model itself when it was not rewritten). Flushes the latest record and closes the sinks."""
+        self.close()
         gm, name = self.module, self._metrics_name
         if not isinstance(gm, fx.GraphModule) or not hasattr(gm, name):
             return gm
@@ -160,7 +213,9 @@ class HookInstrumented(_Recorder):
         self.law_metrics.record(self._tensors)
 
     def remove(self) -> None:
+        """Stop recording; flushes the latest record and closes the sinks."""
         self._handle.remove()
+        self.close()
 
 
 def instrument(model: nn.Module, ann: Optional[Annotation] = None, *, example_inputs: Any = None, every: int = 1,

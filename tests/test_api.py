@@ -43,7 +43,7 @@ def test_model_without_parameters(make):
     assert ann.no_law == {}
     assert ann.param_shapes == {}
     assert ann.evaluate(model) == {}
-    assert "0 independent scalar laws" in str(ann)
+    assert "scalar laws      0 in 0 families" in str(ann)
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["no-params", "all-frozen"])
@@ -341,7 +341,7 @@ def test_eval_mode_bn_train_false():
     assert not {"N1", "N2"} & {f.theory for f in ann.laws}
     assert "0.bias" not in _read_params(ann)
     assert "eval mode" in ann.no_law["0"]
-    assert "eval-mode norms" in str(ann)
+    assert "eval mode (fixed affine)" in str(ann)
     # the BN affine -> ReLU -> conv rescaling survives a fixed affine map
     assert [f.theory for f in ann.laws] == ["N3"]
     assert fxlaws.soundness(model, ann, x).ok
@@ -466,13 +466,14 @@ def test_str_has_coverage_and_counts():
     model = relu_mlp()
     ann = fxlaws.annotate(model, model.example_inputs(), loss="cross_entropy")
     text = str(ann)
-    assert "coverage 100.0%" in text
-    assert "rescale: 384" in text
-    assert "translation: 129" in text
-    assert "513 independent scalar laws" in text
-    assert "rescale:net.0>net.2" in text
-    assert "loss cross_entropy" in text
-    assert "coverage 100.0%" in repr(ann)
+    assert text == ann.report().to_text()  # print(ann) is the text report, notes included
+    assert "coverage        100% of" in text
+    assert "rescale 384" in text
+    assert "translation 129" in text
+    assert "513 in" in text
+    assert "net.0>net.2" in text
+    assert "loss            cross_entropy" in text
+    assert "coverage 100%" in repr(ann)
 
 
 def test_str_lists_modules_without_law():

@@ -2,7 +2,7 @@
 
 For every case this file checks
   (a) the number of independent scalar laws per kind, against a count derived BY HAND in a comment
-      from THEORY.md (never copied from the library's output):
+      from docs/THEORY.md (never copied from the library's output):
         A1  per head h: Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ, a symmetric dh×dh matrix: dh(dh+1)/2 laws;
         A2  per head h: V̄_h V̄_hᵀ − O_hᵀ O_h: dh(dh+1)/2 laws;
         A3  key bias under softmax over keys: one law per key-bias entry;

@@ -308,3 +308,26 @@ def test_final_capture_error_lists_every_front_end_and_the_fix():
     for front_end in ("torch.fx (whole model):", "torch.export: GuardOnDataDependentSymNode",
                       "torch.fx with untraceable submodules kept opaque:", "Fix:"):
         assert front_end in message, message
+
+
+def test_failed_front_ends_keep_their_noise_out_of_the_terminal(capfd, caplog):
+    """A data-dependent branch: torch.export logs symbolic-shape warnings and prints its partial graph
+    to stderr before failing. Only fxlaws' own error reaches the user; the rest is at debug level."""
+    import logging
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            if h.sum() > 0:
+                h = torch.relu(h)
+            return self.b(h)
+
+    with caplog.at_level(logging.DEBUG, logger="fxlaws"), pytest.raises(UntraceableModelError, match="data-dependent"):
+        fxlaws.annotate(Branchy(), torch.randn(2, 3))
+    out, err = capfd.readouterr()
+    assert "def forward" not in err and "symbolic_shapes" not in err and err.strip() == "", err[:500]
+    assert any("def forward" in r.getMessage() for r in caplog.records)  # kept, at debug level

@@ -193,3 +193,73 @@ def test_law_values_keep_the_parameters_precision_under_autocast():
     torch.testing.assert_close(whole, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(single, expected, rtol=1e-6, atol=1e-6)
     assert torch.is_autocast_enabled("cpu") is False  # the disabled region did not leak
+
+
+def test_state_dict_keys_are_the_models(tmp_path):
+    """A checkpoint of the instrumented module loads into the plain model and back (issue: keys came
+    back prefixed ``module.``)."""
+    model, x, y, ann = _mlp()
+    inst = instrument(model, ann)
+    assert list(inst.state_dict()) == list(model.state_dict())
+    torch.save(inst.state_dict(), tmp_path / "ckpt.pt")
+    fresh = relu_mlp(sizes=(3, 8, 4))
+    fresh.load_state_dict(torch.load(tmp_path / "ckpt.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    inst.load_state_dict(fresh.state_dict())
+    try:
+        inst.load_state_dict({"nope": torch.zeros(1)})
+        raise AssertionError("an unrelated state dict loaded")
+    except RuntimeError as err:
+        assert "missing keys" in str(err)
+
+
+def test_last_records_are_flushed_on_close_and_remove(tmp_path):
+    """flush_every=2 and 5 steps: step 5 reaches history and sinks on close() / remove(), steps are ints."""
+    for finish in ("close", "remove"):
+        model, x, y, ann = _mlp()
+        path = tmp_path / f"{finish}.jsonl"
+        inst = instrument(model, ann, sinks=[JSONLSink(path)], flush_every=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        for _ in range(5):
+            opt.zero_grad()
+            F.cross_entropy(inst(x), y).backward()
+            opt.step()
+        assert [r["conservation/step"] for r in inst.history] == [2, 4]
+        getattr(inst, finish)()
+        steps = [r["conservation/step"] for r in inst.history]
+        assert steps == [2, 4, 5] and all(type(s) is int for s in steps)
+        assert [json.loads(line)["conservation/step"] for line in path.read_text().splitlines()] == [2, 4, 5]
+        inst.close()  # twice: nothing more
+        assert len(inst.history) == 3
+
+
+def test_open_recorders_flush_at_interpreter_exit(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "exit.jsonl"
+    script = f"""
+import torch, torch.nn.functional as F, fxlaws
+from fxlaws.instrument import JSONLSink
+from fxlaws.models import relu_mlp
+model = relu_mlp(sizes=(3, 8, 4)); x, y = torch.randn(16, 3), torch.randint(0, 4, (16,))
+inst = fxlaws.instrument(model, fxlaws.annotate(model, x), sinks=[JSONLSink({str(path)!r})], flush_every=10)
+for _ in range(3):
+    F.cross_entropy(inst(x), y).backward()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    assert [json.loads(line)["conservation/step"] for line in path.read_text().splitlines()] == [3]
+
+
+def test_soundness_needs_no_inputs_the_annotation_kept_them():
+    """``fxlaws.soundness(model, ann)`` on a user model (no example_inputs()): the Annotation keeps
+    the inputs' shapes and dtypes (and token ids' range), not their values."""
+    model = torch.nn.Sequential(torch.nn.Embedding(11, 4), torch.nn.Linear(4, 6), torch.nn.ReLU(),
+                                torch.nn.Linear(6, 3)).double()
+    ids = torch.randint(0, 11, (2, 5))
+    ann = fxlaws.annotate(model, ids)
+    again, kwargs = ann.example_inputs()
+    assert kwargs == {} and again[0].shape == ids.shape and again[0].dtype == ids.dtype
+    assert int(again[0].max()) == int(ids.max())
+    result = fxlaws.soundness(model, ann)
+    assert result.ok and result.rows

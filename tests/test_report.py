@@ -26,6 +26,7 @@ from fxlaws.cli import main
 from fxlaws.models import gelu_mlp, lenet, resnet18
 from fxlaws.report import SCHEMA, Report
 from fxlaws.report._figures import drift_series, stages_of
+from fxlaws.report._text import percent
 
 GOLDEN = Path(__file__).parent / "golden"
 MODELS = {"lenet": lenet, "resnet18": resnet18}
@@ -236,6 +237,32 @@ def test_html_is_self_contained_and_has_drift(tmp_path):
     assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls  # XML namespaces only
 
 
+def test_report_plots_an_instrumented_runs_recorded_drift():
+    """``ann.report(history=inst.history)`` (or its ``by_step()``): the recorded max relative drift is
+    what the report shows, not a drift of the drift statistics; the non-finite count is not a law."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = fxlaws.models.get_model("gpt-tiny")
+    inputs = model.example_inputs()
+    ann = fxlaws.annotate(model, inputs, loss="cross_entropy")
+    inst = fxlaws.instrument(model, ann, flush_every=1, sinks=[lambda metrics: None])
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    for _ in range(4):
+        opt.zero_grad()
+        logits = inst(*inputs)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs[0].reshape(-1)).backward()
+        opt.step()
+    recorded = {k.split("/")[2]: v for k, v in inst.history[-1].items() if k.endswith("/max_rel_drift")}
+    for history in (inst.history, inst.history.by_step()):
+        series = drift_series(history, group_of=lambda m: m.split(":")[0], max_lines=10 ** 6)
+        assert set(series) == set(recorded)  # no step, no non-finite count, no mean/rms summaries
+        for name, (steps, drifts, _) in series.items():
+            assert drifts[-1] == pytest.approx(recorded[name]) and steps[-1] == 4
+    html = ann.report(history=inst.history).to_html()
+    assert "nonfinite" not in html and 'id="drift"' in html
+
+
 # --- CLI ----------------------------------------------------------------------------------------------------
 
 def test_cli_report_json_matches_golden(tmp_path, capsys):
@@ -328,7 +355,8 @@ def test_html_renders_in_chromium(tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     data = report.data
     for key, value in (("num-laws", f"{data['num_laws']:,}"), ("num-families", f"{data['num_families']:,}"),
-                       ("coverage", f"{data['coverage']:.1%}"), ("trainable", f"{data['parameters']['trainable']:,}")):
+                       ("coverage", percent(data["parameters"]["covered"] / data["parameters"]["trainable"])),
+                       ("trainable", f"{data['parameters']['trainable']:,}")):
         assert f'id="{key}">{value}</div>' in dom.stdout, key
     assert dom.stdout.count("<math") == len(ann.laws) and "<svg" in dom.stdout
 
@@ -342,3 +370,25 @@ def test_html_renders_in_chromium(tmp_path):
     colours = {tuple(p) for p in (pixels[::4, ::4, :3] * 255).astype("uint8").reshape(-1, 3).tolist()}
     assert len(colours) > 50, f"screenshot looks blank ({len(colours)} colours)"
     assert (pixels[:, :, :3] < 0.9).any(axis=2).mean() > 0.02  # some ink on the page
+
+
+@pytest.mark.parametrize("name", sorted(fxlaws.models.MODELS))
+def test_every_builtin_models_html_renders_in_chromium(name, tmp_path):
+    """Every built-in model's HTML report builds (the attention models raised KeyError ('stage', ...):
+    their attention blocks own no parameter themselves) and renders in headless Chromium with its
+    numbers, one MathML formula per family and the model picture."""
+    model = fxlaws.models.get_model(name)
+    ann = fxlaws.annotate(model, model.example_inputs())
+    report = ann.report()
+    page = tmp_path / "report.html"
+    html = report.to_html(page)
+    assert html.count("<math") == len(ann.laws) and html.count("<svg") == 1
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (.ci/run installs it: apt-get install -y chromium)")
+        pytest.skip("chromium not installed (apt-get install -y chromium); this test always runs in CI")
+    dom = _run_chromium(exe, tmp_path, "--dump-dom", page.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f'id="num-laws">{report.data["num_laws"]:,}</div>' in dom.stdout
+    assert dom.stdout.count("<math") == len(ann.laws) and "<svg" in dom.stdout

@@ -54,9 +54,13 @@ class Stages:
     label: Mapping[str, str]
 
     def of(self, path: str) -> str:
-        """Stage of a module path."""
+        """Stage of a module path. A module that owns no parameter itself (an attention block whose
+        projections hold them) may be shorter than the stages' depth: it joins the stage of its
+        first descendant that has one."""
         key = _prefix(path, self.depth)
-        return self.label.get(key, key)
+        if key in self.label:
+            return self.label[key]
+        return next((v for k, v in self.label.items() if k.startswith(key + ".")), key)
 
 
 def stages_of(paths: list[str], max_stages: int = 16) -> Stages:
@@ -123,7 +127,7 @@ def model_graph_svg(data: dict[str, Any], stages: Stages) -> str:
 
     groups: dict[tuple, dict[str, Any]] = {}
     for fam in data["families"]:
-        touched = list(dict.fromkeys(stages.of(m) for m in fam["modules"])) or [order[0]]
+        touched = [t for t in dict.fromkeys(stages.of(m) for m in fam["modules"]) if t in trainable] or [order[0]]
         key = (touched[0], fam["theory"], fam["kind"], fam["exact"])
         grp = groups.setdefault(key, {"families": 0, "laws": 0, "touched": {}})
         grp["families"] += 1
@@ -205,7 +209,11 @@ def drift_series(history: Mapping[Any, Mapping[str, Any]], group_of: Callable[[s
     """Relative drift of logged metrics, one series per metric (or per group when there are many).
 
     Args:
-        history: step -> {metric name: value (number, array or tensor)}.
+        history: step -> {metric name: value (number, array or tensor)}: law values (their drift
+            is computed here), or ``fxlaws.instrument``'s records (``inst.history`` or its
+            ``by_step()``), whose ``conservation/<kind>/<family>/max_rel_drift`` are drifts
+            already and are plotted as they are; the step, non-finite count and mean/rms summaries
+            are not laws and are left out.
         group_of: metric name -> group (used when there are more than ``max_lines`` metrics;
             a group's series is the largest drift of its metrics at each step).
         max_lines: most series to draw one line per metric.
@@ -214,10 +222,15 @@ def drift_series(history: Mapping[Any, Mapping[str, Any]], group_of: Callable[[s
         series name -> (steps, drifts, number of metrics), drift ``‖v(t) − v(t₀)‖ / ‖v(t₀)‖`` with
         ``t₀`` the first step a metric was logged (absolute drift when ``‖v(t₀)‖ = 0``).
     """
+    history = _by_step(history)
     steps = sorted(history)
-    metrics = list(dict.fromkeys(m for s in steps for m in history[s]))
+    metrics = list(dict.fromkeys(m for s in steps for m in history[s] if m not in _NOT_LAWS))
     per_metric: dict[str, dict[float, float]] = {}
     for m in metrics:
+        if m.endswith(_DRIFT):  # fxlaws.instrument already measured it: max relative drift of the family
+            per_metric[m[len("conservation/"):-len(_DRIFT)].split("/", 1)[-1]] = {
+                float(s): float(history[s][m]) for s in steps if m in history[s]}
+            continue
         first = None
         for s in steps:
             if m not in history[s]:
@@ -238,6 +251,28 @@ def drift_series(history: Mapping[Any, Mapping[str, Any]], group_of: Callable[[s
         for s, v in d.items():
             acc[s] = max(acc.get(s, 0.0), v)
     return {g: (sorted(d), [d[s] for s in sorted(d)], counts[g]) for g, d in out.items()}
+
+
+_DRIFT = "/max_rel_drift"
+
+
+class _NotLaws:
+    """Metric names of an instrument history that are not law values: the step, the non-finite
+    count, and the mean / rms drift summaries (the max is plotted)."""
+
+    def __contains__(self, name: str) -> bool:
+        return name.startswith("conservation/") and not name.endswith(_DRIFT)
+
+
+_NOT_LAWS = _NotLaws()
+
+
+def _by_step(history) -> Mapping[Any, Mapping[str, Any]]:
+    """``{step: {metric: value}}`` from that mapping itself or from ``fxlaws.instrument``'s
+    ``History`` (a list of flushed metric rows, each with its ``conservation/step``)."""
+    if isinstance(history, Mapping):
+        return history
+    return {row["conservation/step"]: row for row in history}
 
 
 def _array(v: Any) -> np.ndarray:

@@ -6,6 +6,7 @@ from html import escape
 from typing import Any, Callable, Mapping, Optional
 
 from ._figures import drift_series, drift_svg, kind_colour, model_graph_svg, stages_of
+from ._text import percent, unread
 
 __all__ = ["render_html"]
 
@@ -41,7 +42,7 @@ def render_html(data: dict[str, Any], *, title: Optional[str] = None,
     Args:
         data: a report document (``_data.build_data``).
         title: heading (default: the model's class name).
-        history: step -> {metric: value}; adds a drift section when given.
+        history: ``inst.history`` or {step: {family: law value}} (see ``drift_series``); adds a drift section when given.
         mathml: family dict -> MathML markup of its law.
         full_page: a complete ``<!DOCTYPE html>`` page, or only the ``<div>`` (notebooks).
 
@@ -84,10 +85,12 @@ def _summary(data: dict[str, Any]) -> str:
     cards = [
         _card("num-laws", f"{data['num_laws']:,}", "independent scalar laws"),
         _card("num-families", f"{data['num_families']:,}", "law families"),
-        _card("coverage", f"{data['coverage']:.1%}", "of trainable parameters in a law"),
+        _card("coverage", percent(p["covered"] / p["trainable"] if p["trainable"] else 0.0),
+              "of trainable parameters in a law"),
         _card("trainable", f"{p['trainable']:,}", "trainable parameters"),
         _card("covered", f"{p['covered']:,}", "read by at least one law"),
         _card("no-law", f"{len(data['no_law']):,}", "modules without a law"),
+        _card("uncovered", f"{len(data['uncovered']):,}", "parameter tensors with entries no law reads"),
     ]
     return f'<section id="summary"><div class="cards">{"".join(cards)}</div></section>'
 
@@ -116,7 +119,7 @@ def _picture(data: dict[str, Any], stages) -> str:
     return ('<section id="picture"><h2>Where the laws live</h2>'
             f'<p class="text">Top row: the model in forward order, one box per stage ({depth}), '
             "shaded by the share of its trainable parameters that a law reads. Below each stage: its law "
-            "families by THEORY row and kind (×n families), linked to every stage they read.</p>"
+            "families by docs/THEORY.md row and kind (×n families), linked to every stage they read.</p>"
             f"<figure>{svg}</figure></section>")
 
 
@@ -165,6 +168,12 @@ def _no_law(data: dict[str, Any]) -> str:
         items = "".join(f"<li><code>{escape(e['module'] or '(root)')}</code>: {escape(e['reason'])}</li>"
                         for e in data["no_law"])
         body = f'<ul class="why">{items}</ul>'
+    if data["uncovered"]:
+        items = "".join(f"<li><code>{escape(e['param'])}</code> ({unread(e)} entries): {escape(e['reason'])}</li>"
+                        for e in data["uncovered"])
+        body += f'<h3>Parameters no law reads</h3><ul class="why" id="uncovered-params">{items}</ul>'
+    else:
+        body += "<p>Every trainable parameter is read by a law.</p>"
     return f'<section id="no-law"><h2>Why no law here</h2>{body}</section>'
 
 
@@ -184,6 +193,8 @@ def _drift(data: dict[str, Any], history: Mapping[Any, Mapping[str, Any]]) -> st
         return kinds.get(metric, metric.split(":", 1)[0])
 
     series = drift_series(history, group_of)
+    if not series:
+        return ""
     rows = "".join(
         f"<tr><td><code>{escape(name)}</code></td><td class=\"r\">{n}</td>"
         f"<td class=\"r\">{drifts[-1]:.2e}</td><td class=\"r\">{max(drifts):.2e}</td></tr>"

@@ -27,7 +27,7 @@ class Report:
         annotation: the result of :func:`fxlaws.annotate`.
         title: heading of the text, Markdown and HTML reports (default: the model's class name);
             not part of the JSON document.
-        history: optional step -> {metric: value} (e.g. law values logged during training); the
+        history: optional ``inst.history`` of an instrumented run, or {step: {family: law value}}; the
             HTML report then plots their drift.
 
     Example:
@@ -56,12 +56,14 @@ class Report:
         return (f"Report({self.title}: {d['num_families']} law families, {d['num_laws']} scalar laws, "
                 f"coverage {d['coverage']:.1%})")
 
-    def to_text(self) -> str:
-        """Fixed-width table in forward order (module/subset, block kind, abbreviated law, #laws,
-        exact/approx, assumptions, THEORY row), then the summary and the why-no-law list."""
+    def to_text(self, clip: bool = True) -> str:
+        """Fixed-width table in forward order (module/subset, block kind, law, #laws, exact/approx,
+        assumptions, docs/THEORY.md row), then the summary, the why-no-law list and the parameters no
+        law reads. ``clip``: long subsets, laws and assumptions are shortened to fit a terminal
+        (``False``: written in full, e.g. into a file)."""
         from ._text import render_text
 
-        return render_text(self.data, self.title)
+        return render_text(self.data, self.title, clip=clip)
 
     def to_markdown(self) -> str:
         """The same report as GitHub-flavoured Markdown (formulas in full)."""
@@ -85,7 +87,7 @@ class Report:
 
         Args:
             path: also write the page there (UTF-8).
-            history: step -> {metric: value}; overrides the report's own ``history``.
+            history: as in the constructor; overrides the report's own ``history``.
 
         Returns:
             The HTML text.

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render_text", "render_markdown"]
+__all__ = ["render_text", "render_markdown", "percent", "unread"]
 
 _COLUMNS = ("module/subset", "block kind", "law", "#laws", "exact", "assumptions", "row")
 _WIDTH = {"module/subset": 36, "block kind": 22, "law": 60, "assumptions": 32}
 _RIGHT = {"#laws"}
 
 
-def render_text(data: dict[str, Any], title: str | None = None) -> str:
-    """Fixed-width report: law table in forward order, summary, why-no-law list.
+def render_text(data: dict[str, Any], title: str | None = None, clip: bool = True) -> str:
+    """Fixed-width report: law table in forward order, summary, why-no-law list, parameters no law reads.
 
     Args:
         data: a report document.
         title: heading (default: the model's class name).
+        clip: shorten long cells to terminal widths (laws to 60 characters); False writes them in full.
 
     Returns:
         The text, lines ending in ``\\n``.
     """
-    rows = [_COLUMNS] + [_cells(f, abbreviate=True) for f in data["families"]]
+    rows = [_COLUMNS] + [_cells(f, abbreviate=clip) for f in data["families"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
     lines = [f"fxlaws report: {title or data['model']}", ""]
     for k, row in enumerate(rows):
@@ -39,7 +40,29 @@ def render_text(data: dict[str, Any], title: str | None = None) -> str:
         lines += [f"  {(e['module'] or '(root)'):<{width}}  {e['reason']}" for e in data["no_law"]]
     else:
         lines.append("  every module with trainable parameters carries at least one law")
+    lines += ["", "parameters no law reads"]
+    if data["uncovered"]:
+        width = max(len(e["param"]) for e in data["uncovered"])
+        lines += [f"  {e['param']:<{width}}  {unread(e)}  {e['reason']}" for e in data["uncovered"]]
+    else:
+        lines.append("  none: every trainable parameter is read by a law")
     return "\n".join(lines) + "\n"
+
+
+def unread(e: dict[str, Any]) -> str:
+    """How much of an ``uncovered`` entry's parameter no law reads."""
+    return "all" if e["unread"] == e["numel"] else f"{e['unread']:,} of {e['numel']:,}"
+
+
+def percent(share: float) -> str:
+    """``share`` as a percentage that reads 100% only when it is exactly 1 (99.99…% keeps digits)."""
+    if share >= 1:
+        return "100%"
+    for digits in range(1, 7):
+        text = f"{100 * share:.{digits}f}"
+        if float(text) < 100:
+            return text + "%"
+    return "<100%"
 
 
 def render_markdown(data: dict[str, Any], title: str | None = None) -> str:
@@ -75,6 +98,11 @@ def render_markdown(data: dict[str, Any], title: str | None = None) -> str:
         out += [f"- `{_md(e['module'] or '(root)')}`: {_md(e['reason'])}" for e in data["no_law"]]
     else:
         out.append("Every module with trainable parameters carries at least one law.")
+    out += ["", "## Parameters no law reads", ""]
+    if data["uncovered"]:
+        out += [f"- `{_md(e['param'])}` ({unread(e)}): {_md(e['reason'])}" for e in data["uncovered"]]
+    else:
+        out.append("None: every trainable parameter is read by a law.")
     return "\n".join(out) + "\n"
 
 
@@ -101,8 +129,9 @@ def _summary(data: dict[str, Any]) -> list[tuple[str, str]]:
     opaque = "; ".join(f"{e['module']} ({e['reason']})" for e in data["opaque"]) or "none"
     return [
         ("scalar laws", f"{data['num_laws']:,} in {data['num_families']:,} families"),
-        ("coverage", f"{data['coverage']:.1%} of {p['trainable']:,} trainable parameters "
-                     f"({p['covered']:,} read by a law; {p['total']:,} parameters in all)"),
+        ("coverage", f"{percent(p['covered'] / p['trainable'] if p['trainable'] else 0.0)} of {p['trainable']:,} "
+                     f"trainable parameters ({p['covered']:,} read by a law; {len(data['uncovered'])} parameter "
+                     f"tensors with entries no law reads; {p['total']:,} parameters in all)"),
         ("per kind", counts),
         ("front end", data["frontend"]),
         ("loss", data["loss"]),

@@ -1,4 +1,4 @@
-"""Self-check: every THEORY.md §2 catalogue row at a tiny size, judged by the completeness engine.
+"""Self-check: every docs/THEORY.md §2 catalogue row at a tiny size, judged by the completeness engine.
 
 Each row builds a tiny module (input dims ≥ 3, ≥ 2 tokens, ≥ 2 samples, THEORY §2 note) and
 compares three numbers: the count THEORY states, ``D − dim Lie`` measured by

@@ -98,8 +98,8 @@ def soundness(
     Args:
         model: the annotated model (deep-copied; never modified).
         ann: its Annotation.
-        example_inputs: inputs whose shapes/dtypes random inputs copy (defaults to
-            ``model.example_inputs()``).
+        example_inputs: inputs whose shapes/dtypes random inputs copy (defaults to those annotate
+            was given, kept by the Annotation, then ``model.example_inputs()``).
         trials: random (θ, inputs, loss) draws.
         samples: components checked per family and trial (all if the family is smaller).
         tol: pass threshold for exact laws.
@@ -115,10 +115,13 @@ def soundness(
     model = unwrap(model)[0]
     require_values(itertools.chain(model.named_parameters(), model.named_buffers()), "fxlaws.soundness")
     if example_inputs is None:
-        if not hasattr(model, "example_inputs"):
-            raise ExampleInputsError(f"{type(model).__name__} has no example_inputs(): pass "
-                                     "fxlaws.soundness(model, ann, example_inputs=...) (what annotate was given)")
-        example_inputs = model.example_inputs()
+        if ann.inputs is not None:  # the shapes and dtypes annotate was given
+            example_inputs = ann.example_inputs()
+        elif hasattr(model, "example_inputs"):
+            example_inputs = model.example_inputs()
+        else:
+            raise ExampleInputsError(f"{type(model).__name__} has no example_inputs() and the Annotation does not "
+                                     "know its inputs: pass fxlaws.soundness(model, ann, example_inputs=...)")
     with torch.enable_grad():
         return _soundness(model, ann, example_inputs, trials, samples, tol, seed)
 
