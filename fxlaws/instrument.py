@@ -16,9 +16,9 @@ from fxlaws.passes.instrument import METRICS, InstrumentPass, InstrumentState
 from .annotation import Annotation
 from .capture import unwrap
 from .errors import require_values
-from .sinks import STEP, History, JSONLSink, TensorBoardSink
+from .sinks import STEP, History, JSONLSink, TensorBoardSink, WandbSink
 
-__all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "History"]
+__all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "TensorBoardSink", "WandbSink", "History"]
 
 
 #: recorders not closed yet: their last records are flushed at interpreter exit (weak: a recorder the
@@ -197,6 +197,19 @@ class Instrumented(nn.Module, _Recorder):
         return clean
 
 
+def _torch_optimizer(optimizer):
+    """The ``torch.optim.Optimizer`` inside a trainer's wrapper (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``): the step hook must sit on the optimizer that really steps."""
+    import torch
+
+    for _ in range(4):  # (AcceleratedOptimizer subclasses Optimizer without being one that steps)
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            break
+        optimizer = inner
+    return optimizer
+
+
 class HookInstrumented(_Recorder):
     """Hook mode: the same metrics, recorded after every ``every``-th optimizer step (for models
     whose graph cannot be rewritten, e.g. opaque front ends). The model itself is not wrapped."""
@@ -207,7 +220,7 @@ class HookInstrumented(_Recorder):
         params = dict(model.named_parameters())
         self._tensors = [params[n] for n in self.law_metrics.names]
         self._init_recording(sinks, flush_every)
-        self._handle = optimizer.register_step_post_hook(self._after_step)
+        self._handle = _torch_optimizer(optimizer).register_step_post_hook(self._after_step)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         self.law_metrics.record(self._tensors)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["History", "JSONLSink", "TensorBoardSink", "read_jsonl"]
+__all__ = ["History", "JSONLSink", "TensorBoardSink", "WandbSink", "read_jsonl"]
 
 STEP = "conservation/step"
 
@@ -92,7 +92,8 @@ class TensorBoardSink:
     """
 
     def __init__(self, writer: Any):
-        if isinstance(writer, (str, os.PathLike)):
+        self._owned = isinstance(writer, (str, os.PathLike))
+        if self._owned:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
@@ -108,5 +109,38 @@ class TensorBoardSink:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        """Close the writer if this sink made it (a writer you passed stays yours)."""
+        if self._owned:
+            self.writer.close()
+        else:
+            self.writer.flush()
+
+
+class WandbSink:
+    """Logs every flush to a Weights & Biases run, on its own step axis ``conservation/step`` (so the
+    laws' records do not move the run's own step).
+
+    Args:
+        run: a ``wandb`` run (default: the active ``wandb.run``, else one started here with
+            ``wandb.init(**init)``, which :meth:`close` then finishes). Needs the optional ``wandb``
+            package; ``WANDB_MODE=offline`` works without a network.
+    """
+
+    def __init__(self, run: Any = None, **init: Any):
+        try:
+            import wandb
+        except ImportError as err:
+            raise ImportError("WandbSink needs the wandb package: pip install wandb") from err
+        self._owned = run is None and wandb.run is None
+        self.run = run or wandb.run or wandb.init(**init)
+        self.run.define_metric(STEP)
+        self.run.define_metric("conservation/*", step_metric=STEP)
+
+    def __call__(self, metrics: Mapping[str, float]) -> None:
+        self.run.log(dict(metrics))
+
+    def close(self) -> None:
+        """Finish the run if this sink started it."""
+        if self._owned:
+            self.run.finish()
 

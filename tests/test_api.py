@@ -43,7 +43,7 @@ def test_model_without_parameters(make):
     assert ann.no_law == {}
     assert ann.param_shapes == {}
     assert ann.evaluate(model) == {}
-    assert "scalar laws      0 in 0 families" in str(ann)
+    assert "scalar laws     0 in 0 families" in str(ann)
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["no-params", "all-frozen"])
@@ -481,10 +481,12 @@ def test_str_lists_modules_without_law():
 
     model = gelu_mlp()
     text = str(fxlaws.annotate(model, model.example_inputs()))
-    assert "coverage 0.0%" in text
-    assert "(none)" in text
-    assert "no law on 3 module(s)" in text
-    assert "not positively homogeneous" in text
+    assert "coverage        0.0% of" in text
+    assert "(no law families)" in text
+    why = text.split("why no law here")[1].split("parameters no law reads")[0]
+    assert why.count("\n  net.") == 3 and "not positively homogeneous" in why
+    unread = text.split("parameters no law reads")[1]
+    assert unread.count("\n  net.") == 6  # three Linears' weights and biases, by name
 
 
 def test_getitem():

@@ -642,3 +642,38 @@ def test_flow_check_relu_law_drift_shrinks_with_step_and_stays_far_below_motion(
     assert fine.rows[0].drift < 1e-6
     # ‖θ‖², not a law, moves at the scale of the flow itself: the law stays orders of magnitude below
     assert fine.baseline > 1e3 * fine.rows[0].drift
+
+
+def test_small_models_are_verified_on_one_thread():
+    """Tiny SVDs and JVPs gain nothing from threads, and with the cores busy torch's threads wait for
+    each other (benchmarks/verify_threads.py): models up to ONE_THREAD_MAX_PARAMS run on one thread;
+    the caller's thread count is restored, also when verification raises."""
+    from fxlaws.verify.fields import ONE_THREAD_MAX_PARAMS
+
+    seen = []
+    net = linear_stack([3, 4, 2], bias=True, act=nn.ReLU)
+    net.register_forward_pre_hook(lambda m, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = vec()
+        ann = fxlaws.annotate(net, x)
+        completeness(net, (x,), ann=ann)
+        fxlaws.soundness(net, ann, x)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        with pytest.raises(fxlaws.ExampleInputsError):
+            ann.inputs = None
+            fxlaws.soundness(torch.nn.Sequential(net), ann)
+        assert torch.get_num_threads() == 2
+        width = ONE_THREAD_MAX_PARAMS // 2  # 2·width + 2 parameters, just over the limit: threads kept
+        big = nn.Linear(width, 2).double()
+        big.register_forward_pre_hook(lambda m, args: seen.append(torch.get_num_threads()))
+        x_big = torch.randn(2, width, dtype=torch.float64)
+        ann_big = fxlaws.annotate(big, x_big, loss="cross_entropy")  # (annotate always runs on one thread)
+        assert ann_big.laws
+        seen.clear()
+        fxlaws.soundness(big, ann_big, x_big)
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)

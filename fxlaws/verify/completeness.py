@@ -19,7 +19,7 @@ from torch.func import jacrev
 
 from ..annotation import Annotation
 from ..laws.family import LawFamily
-from .fields import FlatModule, field_values
+from .fields import FlatModule, field_values, single_threaded_when_small
 
 __all__ = ["completeness", "CompletenessResult", "numeric_rank"]
 
@@ -119,6 +119,7 @@ def _law_gradients(flat: FlatModule, theta: Tensor, laws: Sequence[LawFamily]) -
     return out
 
 
+@single_threaded_when_small
 def completeness(
     module: nn.Module,
     example_inputs: Any = None,

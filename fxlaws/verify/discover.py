@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..laws.symbolic import symbol_name
 from .completeness import numeric_rank
-from .fields import FlatModule, field_values
+from .fields import FlatModule, field_values, single_threaded_when_small
 
 __all__ = ["discover"]
 
@@ -81,6 +81,7 @@ def _drop_products(reduced: Tensor, iu: Tensor, D: int) -> Tensor:
     return torch.stack(kept)
 
 
+@single_threaded_when_small
 def discover(
     module: nn.Module,
     example_inputs: Any = None,

@@ -22,10 +22,30 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vmap
 
-from ..capture import normalise_inputs, training_call
+from ..capture import normalise_inputs, one_thread, training_call
 from ..errors import require_values
 
-__all__ = ["FlatModule", "field_values"]
+__all__ = ["FlatModule", "field_values", "single_threaded_when_small", "ONE_THREAD_MAX_PARAMS"]
+
+#: Verification of a model with at most this many trainable parameters runs on one intra-op thread:
+#: its SVDs, Jacobian-vector products and forward passes are too small for threads to pay, and with
+#: another process busy on the cores torch's threads wait for each other at every op
+#: (benchmarks/verify_threads.py measures it; README "Verification").
+ONE_THREAD_MAX_PARAMS = 100_000
+
+
+def single_threaded_when_small(fn: Callable) -> Callable:
+    """Run ``fn(model, ...)`` on one intra-op thread when ``model`` has at most
+    :data:`ONE_THREAD_MAX_PARAMS` trainable parameters (the caller's thread count is restored)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        size = sum(p.numel() for p in model.parameters() if p.requires_grad) if isinstance(model, nn.Module) else 0
+        with one_thread() if size <= ONE_THREAD_MAX_PARAMS else contextlib.nullcontext():
+            return fn(model, *args, **kwargs)
+
+    return wrapper
 
 Scalar = Callable[[Tensor, Tensor], Tensor]  # F(θ, r): linear in the random direction r
 

@@ -23,6 +23,7 @@ from ..annotation import Annotation
 from ..capture import normalise_inputs, training_call
 from ..errors import require_values
 from .soundness import _flat_outputs, _random_like
+from .fields import single_threaded_when_small
 
 __all__ = ["flow_check", "FlowRow", "FlowResult"]
 
@@ -49,6 +50,7 @@ class FlowResult:
         return next(r for r in self.rows if r.family == family)
 
 
+@single_threaded_when_small
 def flow_check(model: nn.Module, ann: Annotation, example_inputs: Any = None, *, t: float = 1.0,
                steps: int = 200, seed: int = 0) -> FlowResult:
     """Integrate gradient flow from random θ up to time ``t`` and report each family's drift.

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..annotation import Annotation
 from ..capture import normalise_inputs, training_call, unwrap
 from ..errors import ExampleInputsError, require_values
+from .fields import single_threaded_when_small
 
 __all__ = ["soundness", "SoundnessResult", "SoundnessRow"]
 
@@ -83,6 +84,7 @@ def _flat_outputs(out: Any) -> list[Tensor]:
     return []
 
 
+@single_threaded_when_small
 def soundness(
     model: nn.Module,
     ann: Annotation,
