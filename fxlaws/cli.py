@@ -258,11 +258,12 @@ def _blocks(model, inputs, max_params: int):
 
 
 def _cmd_verify(args) -> int:
+    from .verify.blocks import law_blocks
     from .verify.catalogue import self_check
     from .verify.completeness import completeness
 
     if args.catalogue:
-        rows = self_check(progress=_progress)
+        rows = self_check(progress=_catalogue_progress())
         for row in rows:
             print(row)
         bad = [r for r in rows if not r.ok]
@@ -282,16 +283,57 @@ def _cmd_verify(args) -> int:
           f"(worst {res.worst_exact:.1e}, tolerance {res.tol:g})")
     failed = not res.ok
     loss = args.loss or "any"
-    for path, block, block_inputs in _blocks(model, inputs, args.max_params):
-        _progress(f"completeness of {path or name} (Lie-algebra rank)")
+    if sum(p.numel() for p in model.parameters() if p.requires_grad) <= args.max_params:
+        checks = [("(whole model)", model, inputs, loss)]
+    else:  # the sub-graphs where the laws live, then modules without a law, each alone
+        blocks, skipped = law_blocks(model, ann, inputs, args.max_params)
+        checks = [(f"law block {b.label}", b.module, b.inputs, "any") for b in blocks]
+        checks += [(f"module {p} alone (no law attached there)", m, tuple(a), "any")
+                   for p, m, a in _blocks(model, inputs, args.max_params) if p in ann.no_law]
+        for fam, size in skipped:
+            print(f"completeness {fam}: not checked (its block has {size:,} trainable parameters > --max-params "
+                  f"{args.max_params:,})")
+    print("\ncompleteness: D − dim Lie laws on each piece against the independent laws fxlaws attaches there; "
+          "'missing k' = k laws exist that fxlaws does not attach (a gap, not a false law: exit code 0); "
+          "'unsound' = an attached law is not conserved (exit code 1)")
+    for label, block, block_inputs, block_loss in _steps(checks, "completeness"):
         try:
-            comp = completeness(block, tuple(block_inputs), loss=loss if block is model else "any")
-        except Exception as exc:  # a block fxlaws cannot re-run alone: say so, keep going
-            print(f"completeness {path or name}: skipped ({type(exc).__name__}: {exc})")
+            comp = completeness(block, tuple(block_inputs), loss=block_loss)
+        except Exception as exc:  # a piece fxlaws cannot re-run alone: say so, keep going
+            print(f"completeness {label}: skipped ({type(exc).__name__}: {exc})")
             continue
-        print(f"completeness {path or '(whole model)'}: {comp}")
+        print(f"completeness {label}: {comp}")
         failed |= comp.verdict == "unsound"
     return 1 if failed else 0
+
+
+def _catalogue_progress():
+    """A progress callback for the catalogue's rows: a tqdm bar on a terminal, plain lines otherwise."""
+    if not sys.stderr.isatty():
+        return _progress
+    from tqdm import tqdm
+
+    from .verify.catalogue import CATALOGUE
+
+    bar = tqdm(total=len(CATALOGUE), desc="catalogue", file=sys.stderr, leave=False, unit="row")
+
+    def step(msg: str) -> None:
+        bar.set_postfix_str(msg[:40])
+        bar.update(1)
+
+    return step
+
+
+def _steps(items: list, what: str):
+    """``items`` with a progress bar on a terminal (tqdm), one plain line per item otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=what, file=sys.stderr, leave=False, unit="check")
+        return
+    for i, item in enumerate(items, 1):
+        _progress(f"{what} {i}/{len(items)}: {item[0] if isinstance(item, tuple) else item}")
+        yield item
 
 
 def _cmd_study(args) -> int:

@@ -392,3 +392,18 @@ def test_every_builtin_models_html_renders_in_chromium(name, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert f'id="num-laws">{report.data["num_laws"]:,}</div>' in dom.stdout
     assert dom.stdout.count("<math") == len(ann.laws) and "<svg" in dom.stdout
+
+
+def test_cli_verify_checks_the_blocks_where_laws_live(tmp_path, capsys):
+    """Completeness on the sub-graphs holding each law family (conv → ReLU → conv; conv → ReLU →
+    flatten → Linear), not layer by layer (where every layer alone has 0 laws)."""
+    src = tmp_path / "small_cnn.py"
+    src.write_text("import torch\nfrom torch import nn\n\n\ndef make():\n    torch.manual_seed(0)\n"
+                   "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),\n"
+                   "                         nn.Linear(16, 3))\n")
+    assert main(["verify", f"{src}:make", "--input-shape", "2,3,6,6", "--max-params", "270"]) == 0
+    out = capsys.readouterr().out
+    blocks = [line for line in out.splitlines() if line.startswith("completeness law block")]
+    assert len(blocks) == 2 and all(": complete:" in line for line in blocks), out
+    assert "laws expected 4, attached 4" in blocks[0] and "laws expected 4, attached 4" in blocks[1]
+    assert "alone" not in out and "'missing k' = k laws exist" in out
