@@ -194,7 +194,7 @@ def _cmd_report(args) -> int:
     inputs = _inputs(model, args.input_shape, args.input_dtype, args.vocab)
     _progress(f"annotating {name} (loss={args.loss or 'any'})")
     t = time.perf_counter()
-    ann = annotate(model, inputs, loss=args.loss)
+    ann = _annotate_cli(model, inputs, args)
     _progress(f"{ann.num_laws:,} scalar laws in {len(ann.laws)} families ({time.perf_counter() - t:.2f} s); "
               f"rendering {fmt}")
     title = name if name == ann.model_name else f"{name} ({ann.model_name})"
@@ -275,7 +275,7 @@ def _cmd_verify(args) -> int:
     model, name = load_model(args.model)
     inputs = _inputs(model, args.input_shape, args.input_dtype, args.vocab)
     _progress(f"annotating {name}")
-    ann = annotate(model, inputs, loss=args.loss)
+    ann = _annotate_cli(model, inputs, args)
     _progress(f"soundness: {len(ann.laws)} law families, float64, random θ, inputs and losses")
     res = soundness(model, ann, inputs, trials=args.trials)
     print(res)
@@ -305,6 +305,20 @@ def _cmd_verify(args) -> int:
         print(f"completeness {label}: {comp}")
         failed |= comp.verdict == "unsound"
     return 1 if failed else 0
+
+
+def _annotate_cli(model, inputs, args):
+    """``annotate``, with the hint a float ``--input-shape`` given to a token model needs."""
+    try:
+        return annotate(model, inputs, loss=args.loss)
+    except Exception as exc:
+        text = f"{exc} {exc.__cause__ or ''}"
+        floats = args.input_shape and args.input_dtype.startswith(("float", "double"))
+        if floats and any(k in text for k in ("Long", "Int", "indices", "embedding")):
+            raise _UsageError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}\nhint: the model reads integer "
+                              f"inputs (token ids) and --input-shape {args.input_shape} made floats: add "
+                              "--input-dtype long --vocab N (ids are drawn below N)") from exc
+        raise
 
 
 def _catalogue_progress():

@@ -407,3 +407,27 @@ def test_cli_verify_checks_the_blocks_where_laws_live(tmp_path, capsys):
     assert len(blocks) == 2 and all(": complete:" in line for line in blocks), out
     assert "laws expected 4, attached 4" in blocks[0] and "laws expected 4, attached 4" in blocks[1]
     assert "alone" not in out and "'missing k' = k laws exist" in out
+
+
+def test_cli_token_inputs(tmp_path, capsys):
+    """``--input-shape`` made floats only: a token model failed with a dtype error. Integer inputs
+    come from ``--input-dtype long --vocab N``, and the float attempt says to use them."""
+    src = tmp_path / "tok.py"
+    src.write_text("import torch\nfrom torch import nn\n\n\ndef make():\n"
+                   "    return nn.Sequential(nn.Embedding(11, 4), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))\n")
+    assert main(["report", f"{src}:make", "--input-shape", "2,5"]) == 2
+    err = capsys.readouterr().err
+    assert "--input-dtype long --vocab N" in err
+    assert main(["report", f"{src}:make", "--input-shape", "2,5", "--input-dtype", "long", "--vocab", "11",
+                 "--format", "md"]) == 0
+    assert "| scalar laws |" in capsys.readouterr().out
+    assert main(["report", "lenet", "-o", str(tmp_path / "r.xyz")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_report_written_to_a_file_keeps_whole_formulas(tmp_path):
+    long = max((f for f in _annotate("resnet18").laws), key=lambda f: len(f.formula))
+    assert len(long.formula) > 60
+    assert main(["report", "resnet18", "--loss", "cross_entropy", "-o", str(tmp_path / "r.txt")]) == 0
+    assert long.formula in (tmp_path / "r.txt").read_text(encoding="utf-8")
+    assert long.formula not in _annotate("resnet18").report().to_text()  # the terminal version is clipped
