@@ -4,8 +4,9 @@ one thread, on a quiet machine and with another process keeping every core busy.
 The workload is 20 of the anchor benchmark's random deep nets (``benchmarks/lie_anchor.py``: every
 fifth architecture), each through ``fxlaws.verify.completeness`` with φ fields — tiny SVDs and
 Jacobian-vector products, what ``fxlaws verify`` runs per block. Arms run in alternating order in
-the same minute (``_timing.rounds``): ``default`` (the library as it ships), ``threads=N`` (torch's
-default thread count forced), ``one thread`` (forced), and ``default`` again (A/A noise).
+the same minute (``_timing.rounds``): ``default`` (the library as it ships: one thread for models up to
+``ONE_THREAD_MAX_PARAMS``), ``threads=N`` (torch's default thread count, the rule off), ``one
+thread`` (forced, the rule off), and ``default`` again (A/A noise).
 The loaded phase starts a second Python process running matrix products on all cores.
 
     python benchmarks/verify_threads.py [rounds]
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _timing import rounds  # noqa: E402
 from lie_anchor import Net, architectures, phi_of  # noqa: E402
 
+from fxlaws.verify import fields  # noqa: E402
 from fxlaws.verify.completeness import completeness  # noqa: E402
 
 _BUSY = "import torch\na = torch.randn(1500, 1500)\nwhile True:\n    a = (a @ a).tanh()\n"
@@ -40,13 +42,17 @@ def workload() -> None:
 
 @contextlib.contextmanager
 def threads(n: int | None):
-    before = torch.get_num_threads()
+    """``n`` intra-op threads with the library's small-model rule switched off (None: the library as
+    it ships, which runs these models on one thread)."""
+    before, rule = torch.get_num_threads(), fields.ONE_THREAD_MAX_PARAMS
     if n is not None:
         torch.set_num_threads(n)
+        fields.ONE_THREAD_MAX_PARAMS = -1
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        fields.ONE_THREAD_MAX_PARAMS = rule
 
 
 def arms(default_threads: int) -> dict:

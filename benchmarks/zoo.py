@@ -10,11 +10,11 @@ Three tables, each measured in one run:
   parameters, else one block of the library's own class): D, laws attached (rank of the attached
   laws' gradients), the true count ``D − dim Lie`` (``fxlaws.verify.completeness``), their ratio, and
   the verdict.
-* ``python benchmarks/zoo.py --full [names…]``: full-size configurations built on the meta device
+* ``python benchmarks/zoo.py --full [--loaded] [names…]``: full-size configurations built on the meta device
   (nothing allocated): the front end's own time (torch.fx tracing or torch.export, as annotate uses
   it) and annotate's time, measured alternately in one fresh process per model (median of 3; the
   first front-end run is a warm-up, and a second front-end timing gives the A/A line), their ratio,
-  and the process's peak RSS.
+  and the process's peak RSS. ``--loaded``: the same with another process busy on every core.
 """
 
 from __future__ import annotations
@@ -117,10 +117,24 @@ def _child(name: str) -> dict:
             "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def full_table(names) -> None:
-    print(_machine())
+_BUSY = "import torch\na = torch.randn(1500, 1500)\nwhile True:\n    a = (a @ a).tanh()\n"
+
+
+def full_table(names, loaded: bool = False) -> None:
+    """``loaded``: another process multiplies matrices on every core for the whole table."""
+    print(_machine() + (" — loaded: another process multiplies matrices on every core" if loaded else ""))
     print("| model (meta) | params | front end | front end s | annotate s | annotate / front end | A/A | laws | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
+    busy = subprocess.Popen([sys.executable, "-c", _BUSY]) if loaded else None
+    try:
+        _full_rows(names)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def _full_rows(names) -> None:
     for name in names:
         out = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True)
         if out.returncode != 0:
@@ -139,6 +153,8 @@ if __name__ == "__main__":
     elif argv[:1] == ["--completeness"]:
         completeness_table(argv[1:] or list(MICRO))
     elif argv[:1] == ["--full"]:
-        full_table(argv[1:] or list(FULL))
+        loaded = "--loaded" in argv
+        rest = [a for a in argv[1:] if a != "--loaded"]
+        full_table(rest or list(FULL), loaded=loaded)
     else:
         zoo_table(argv or list(ZOO))
