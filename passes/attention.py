@@ -35,6 +35,7 @@ from fxlaws.vocabulary import Arith, OpKind
 
 from .base import FxlawsPass, PassResult
 from .pipeline import AnnotateState
+from .spaces import shape_of
 
 __all__ = ["AttentionPass"]
 
@@ -82,6 +83,9 @@ def _value_users(node: fx.Node) -> set:
 def _is_move(node: fx.Node) -> bool:
     """Pure data movement: layout ops, and value-preserving copies and casts (not dropout)."""
     op = get_op(node)
+    if op.kind is OpKind.GETITEM and any(isinstance(a, fx.Node) and shape_of(a) is not None
+                                         for a in node.all_input_nodes[1:]):
+        return False  # rows gathered by a tensor of indices (data, not layout)
     return op.kind in _LAYOUT or (op.kind is OpKind.IDENTITY and op.allows_mixing)
 
 
@@ -448,7 +452,7 @@ class _HeadLaws:
             return
         gqa = q_tab.shape[0] != G
         self.laws.block_gram("attention-qk", "A4" if gqa else "A1", terms, G, dh, label, modules,
-                             "Σ_{h∈G(g)} Q̄_h Q̄_hᵀ − K̄_g K̄_gᵀ" if gqa else "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
+                             "Σ_(h∈G(g)) Q̄_h Q̄_hᵀ − K̄_g K̄_gᵀ" if gqa else "Q̄_h Q̄_hᵀ − K̄_h K̄_hᵀ")
         if self.core.softmax_over_keys and get_op(pk).bias is not None:
             slot = k_slots[1]
             self.laws.key_bias(slot, km, [km, self.module], f"{slot.describe()}  (key bias under softmax over keys)")
@@ -494,7 +498,7 @@ class _HeadLaws:
         vm, om = get_op(pv).module, proj_op.module
         self.laws.block_gram("attention-vo", "A4" if G != n_heads else "A2", terms, G, dh, f"{vm}>{om}",
                              [vm, om, self.module],
-                             "V̄_g V̄_gᵀ − Σ_{h∈G(g)} O_hᵀ O_h" if G != n_heads else "V̄_h V̄_hᵀ − O_hᵀ O_h")
+                             "V̄_g V̄_gᵀ − Σ_(h∈G(g)) O_hᵀ O_h" if G != n_heads else "V̄_h V̄_hᵀ − O_hᵀ O_h")
 
 
 def _between(gm: fx.GraphModule, starts: set, ends: set) -> set:

@@ -46,3 +46,16 @@ def worst_rel_inner(model: nn.Module, loss: torch.Tensor, law, *, skip_constant:
         dot = sum((a * b).sum() for a, b in zip(gh, gl))
         worst = max(worst, float(dot.abs() / (gh_norm * gl_norm)))
     return worst
+
+
+class FusedGateUp(nn.Module):
+    """One Linear(3, 8) makes gate and up (Phi-3's gate_up_proj), chunked: down(silu(gate) * up),
+    down Linear(4, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_up, self.down = nn.Linear(3, 8), nn.Linear(4, 2)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(nn.functional.silu(gate) * up)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxlaws
-from helpers import img, seq, vec, worst_rel_inner
+from helpers import FusedGateUp, img, seq, vec, worst_rel_inner
 from fxlaws.laws.symbolic import substitute
 
 DT = torch.float64
@@ -834,20 +834,8 @@ def test_split_chunk_two_consumers():
     assert_sound(model, ann, x)
 
 
-class FusedSwiGLU(nn.Module):
-    """One Linear makes gate and up (Phi-3's gate_up_proj), chunked: down(silu(gate) * up)."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate_up, self.down = nn.Linear(3, 8), nn.Linear(4, 2)
-
-    def forward(self, x):
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
-
-
 def test_fused_gate_up_split_keeps_the_up_half():
-    model, x = FusedSwiGLU().double(), vec()
+    model, x = FusedGateUp().double(), vec()
     ann = annotate(model, x)
     # S1 per up channel i (rows 4 + i of gate_up): the SiLU gate half has no law, and its breaking
     # must not take the up half with it: 4 laws
@@ -926,13 +914,13 @@ SYMPY_CASES = {
     "R1-depthwise": (CONV_CASES["depthwise-consumer"][0], img, "R1", None, ("j",)),
     "R1-grouped": (CONV_CASES["grouped-consumer"][0], img, "R1", None, ("j",)),
     "N3-offset-gain": (lambda: _OffsetGainMLP().double(), vec, "N3", None, ("j",)),
-    "S1-fused-gate-up": (lambda: FusedSwiGLU().double(), vec, "S1", None, ("j",)),
+    "S1-fused-gate-up": (lambda: FusedGateUp().double(), vec, "S1", None, ("j",)),
     "R3-square": (lambda: PowMLP(torch.square).double(), vec, "R3", None, ("j",)),
     "R1-chunk": (lambda: Chunk().double(), vec, "R1", None, ("j",)),
     "R1-concat-offset": (lambda: Concat().double(), vec, "R1", "b.weight", ("j",)),
     "N2-groupnorm": (NORM_CASES["groupnorm"][0], img, "N2", None, ("g",)),
     "N1-groupnorm": (NORM_CASES["groupnorm"][0], img, "N1", None, ("g",)),
-    "N1-batchnorm": (NORM_CASES["batchnorm"][0], img, "N1", None, ("g",)),
+    "N1-batchnorm": (NORM_CASES["batchnorm"][0], img, "N1", None, ("j",)),
     "N3-batchnorm": (NORM_CASES["batchnorm"][0], img, "N3", None, ("j",)),
     "N1-layernorm-weight": (lambda: seq(fc1=nn.Linear(3, 4), ln=nn.LayerNorm(4), act=nn.ReLU(), fc2=nn.Linear(4, 2)),
                             vec, "N1", "fc1.weight", ("i1",)),

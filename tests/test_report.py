@@ -383,6 +383,11 @@ def test_every_builtin_models_html_renders_in_chromium(name, tmp_path):
     page = tmp_path / "report.html"
     html = report.to_html(page)
     assert html.count("<math") == len(ann.laws) and html.count("<svg") == 1
+    # plain-text formulas carry no LaTeX braces; a law per channel is no "sum from g to g"
+    assert not any("Σ_{" in f.formula for f in ann.laws), [f.formula for f in ann.laws if "Σ_{" in f.formula]
+    for fam in report.data["families"]:
+        latex = fam["expr"]["latex"]
+        assert not re.search(r"\\sum_\{j = g\}\^\{g\}", latex), latex
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):

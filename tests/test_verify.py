@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxlaws
-from helpers import img, seq, vec
+from helpers import FusedGateUp, img, seq, vec
 from fxlaws.verify.completeness import CompletenessResult, completeness
 from fxlaws.verify.discover import discover
 
@@ -88,18 +88,6 @@ class TwoConsumers(nn.Module):
     def forward(self, x):
         h = F.relu(self.p(x))
         return self.c1(h) + self.c2(h) if self.summed else (self.c1(h), self.c2(h))
-
-
-class FusedGateUp(nn.Module):
-    """One Linear(3, 8) makes gate and up, chunked: down(silu(gate) * up), down Linear(4, 2)."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate_up, self.down = nn.Linear(3, 8), nn.Linear(4, 2)
-
-    def forward(self, x):
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
 
 
 class ChunkConsumers(nn.Module):

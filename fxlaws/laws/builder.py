@@ -189,8 +189,8 @@ class LawBuilder:
         if group == 1:
             text = f"{slot.describe()}  for j < {channels}"
         else:
-            sel = "j ∈ g" if groups > 1 else "j"
-            text = f"Σ_{{{sel}}} {slot.describe()}" + (f"  for each group g of {group} channels" if groups > 1 else "")
+            sel = "_(j ∈ g)" if groups > 1 else "_j"  # plain text: no LaTeX braces
+            text = f"Σ{sel} {slot.describe()}" + (f"  for each group g of {group} channels" if groups > 1 else "")
         return self.family(
             name=f"translation:{label}", kind="translation", theory=theory, slots=[slot], modules=modules,
             expr=symbolic.deferred(symbolic.sum_expr, slot, self.facts.shapes, group), shape=shape,
@@ -254,7 +254,7 @@ class LawBuilder:
             name=f"attention-qk:{label}:rope", kind="attention-qk", theory="A5", slots=[s for s, _, _ in terms],
             modules=modules, expr=symbolic.deferred(symbolic.diag_expr, plain, self.facts.shapes),
             shape=(groups, len(pairs)), count=groups * len(pairs), exact=True, assumptions={"any-loss"},
-            formula=f"Σ_{{h∈G(g)}} ‖Q̄_h^(f)‖² − ‖K̄_g^(f)‖² per rotary pair f {list(pairs)[:3]}…: {text} "
+            formula=f"Σ_(h∈G(g)) ‖Q̄_h^(f)‖² − ‖K̄_g^(f)‖² per rotary pair f {list(pairs)[:3]}…: {text} "
                     f"summed over each pair",
             evaluator=PairTerms(terms, groups, dh, pairs),
         )

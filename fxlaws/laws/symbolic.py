@@ -127,9 +127,12 @@ def gram_expr(terms, shapes: Mapping[str, Sequence[int]]) -> sympy.Expr:
 
 
 def sum_expr(slot: Slot, shapes: Mapping[str, Sequence[int]], group: int) -> sympy.Expr:
-    """``Σ_{j ∈ group g} slot[j, i...]`` with the other indices free (``i1``, ``i2`` …)."""
+    """``Σ_{j ∈ group g} slot[j, i...]`` with the other indices free (``i1``, ``i2`` …); groups of one
+    channel are the entry ``slot[j, i...]`` itself (not a sum from g to g)."""
     base = IndexedBase(symbol_name(slot.param))
     idx = tuple(J if d == slot.axis else _dummy(d) for d in range(len(shapes[slot.param])))
+    if group == 1:
+        return base[idx]
     lo = G * group if group < slot.channels else 0
     return Sum(base[idx], (J, lo, lo + group - 1))
 
