@@ -530,6 +530,42 @@ class _IndexInterpreter(fx.Interpreter):
         self.producers, self.cores, self.passthrough, self.reads = producers, cores, passthrough, reads
         self.values: dict = {}
 
+    def run(self, *args, **kwargs):
+        """Run only the nodes on the chains (``needed``) and what they read: values off the chains
+        become meta tensors of their recorded shape without running anything (a full pass over a
+        ViT-B graph cost as much as tracing it)."""
+        if self.needed is None:
+            return super().run(*args, **kwargs)
+        inputs = iter(args)
+        for node in self.graph.nodes:
+            if node.op == "placeholder":
+                self.env[node] = next(inputs, None)
+        for node in self.graph.nodes:
+            if node in self.needed and node.op != "placeholder":
+                self._ensure(node)
+        return None
+
+    def _ensure(self, target: fx.Node) -> None:
+        """Compute ``target`` after whatever it reads (iteratively: no recursion depth limit)."""
+        stack = [target]
+        while stack:
+            node = stack[-1]
+            if node in self.env:
+                stack.pop()
+                continue
+            tm = node.meta.get("tensor_meta")
+            if (node not in self.needed and isinstance(tm, TensorMetadata)
+                    and node.op in ("call_function", "call_module", "call_method")):
+                self.env[node] = torch.empty(tm.shape, dtype=tm.dtype, device="meta")  # off the chains
+                stack.pop()
+                continue
+            missing = [a for a in node.all_input_nodes if a not in self.env]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            self.env[node] = self.run_node(node)
+
     def run_node(self, n: fx.Node):
         tm = n.meta.get("tensor_meta")
         if n in self.producers:

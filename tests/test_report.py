@@ -407,11 +407,13 @@ def test_cli_verify_checks_the_blocks_where_laws_live(tmp_path, capsys):
                    "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),\n"
                    "                         nn.Linear(16, 3))\n")
     assert main(["verify", f"{src}:make", "--input-shape", "2,3,6,6", "--max-params", "270"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     blocks = [line for line in out.splitlines() if line.startswith("completeness law block")]
     assert len(blocks) == 2 and all(": complete:" in line for line in blocks), out
     assert "laws expected 4, attached 4" in blocks[0] and "laws expected 4, attached 4" in blocks[1]
     assert "alone" not in out and "'missing k' = k laws exist" in out
+    # not a terminal: one plain progress line per check, no bar
+    assert "completeness 1/2: law block" in err and "completeness 2/2: law block" in err and "\r" not in err
 
 
 def test_cli_token_inputs(tmp_path, capsys):
@@ -436,3 +438,19 @@ def test_report_written_to_a_file_keeps_whole_formulas(tmp_path):
     assert main(["report", "resnet18", "--loss", "cross_entropy", "-o", str(tmp_path / "r.txt")]) == 0
     assert long.formula in (tmp_path / "r.txt").read_text(encoding="utf-8")
     assert long.formula not in _annotate("resnet18").report().to_text()  # the terminal version is clipped
+
+
+def test_every_parameter_without_a_law_is_named_in_every_format():
+    """LeNet under any loss: fc3.bias (10 entries) is in no law. Coverage must not round to 100%, and
+    the text, Markdown, JSON and HTML reports name the parameter with its module's reason."""
+    model = lenet()
+    report = fxlaws.annotate(model, model.example_inputs()).report()
+    data = report.data
+    assert [e["param"] for e in data["uncovered"]] == ["fc3.bias"]
+    assert data["uncovered"][0]["unread"] == 10 and "cross-entropy" in data["uncovered"][0]["reason"]
+    text, md, html = report.to_text(), report.to_markdown(), report.to_html()
+    assert "fc3.bias" in text.split("parameters no law reads")[1] and "100.0%" not in text and "99.98%" in text
+    assert "`fc3.bias` (all)" in md
+    assert 'id="uncovered-params"' in html and "fc3.bias" in html.split('id="uncovered-params"')[1]
+    assert json.loads(report.to_json())["uncovered"] == data["uncovered"]
+    jsonschema.validate(json.loads(report.to_json()), SCHEMA)
