@@ -282,6 +282,13 @@ def _cmd_verify(args) -> int:
     print(f"\nsoundness: {'all exact laws sound' if res.ok else 'UNSOUND laws found'} "
           f"(worst {res.worst_exact:.1e}, tolerance {res.tol:g})")
     failed = not res.ok
+    from .verify.invariance import invariance
+
+    _progress("invariance: each exact family's group acting on random float64 parameters (docs/THEORY.md §2b)")
+    inv = invariance(model, ann, inputs)
+    print(f"\n{inv}\n\ninvariance: {'every action leaves the outputs unchanged' if inv.ok else 'NOT INVARIANT'} "
+          f"(worst relative output change {inv.worst:.1e}; {len(inv.skipped)} families without an exact action)")
+    failed |= not inv.ok
     loss = args.loss or "any"
     if sum(p.numel() for p in model.parameters() if p.requires_grad) <= args.max_params:
         checks = [("(whole model)", model, inputs, loss)]

@@ -244,6 +244,18 @@ class LawFamily:
         with full_precision(cast.values()):
             return self._evaluator(cast)
 
+    def act(self, params: Mapping[str, Tensor], element: Tensor, *, approximate: bool = False) -> dict[str, Tensor]:
+        """The family's parameters after a group element acts (see :func:`fxlaws.laws.actions.act`)."""
+        from .actions import act
+
+        return act(self, params, element, approximate=approximate)
+
+    def random_element(self, scale: float = 0.3, generator: torch.Generator | None = None) -> Tensor:
+        """A random element of the family's group (see :func:`fxlaws.laws.actions.random_element`)."""
+        from .actions import random_element
+
+        return random_element(self, scale, generator)
+
     def squares(self) -> list[tuple[str, int]]:
         """(parameter, axis) pairs whose per-position sums of squares the evaluator reads."""
         squares = getattr(self._evaluator, "squares", None)

@@ -101,6 +101,54 @@ class Slot:
             return p.movedim(self.axis, 0)
         return p.unflatten(0, (self.groups, -1)).movedim(self.axis + 1, 1).flatten(0, 1)
 
+    def unview(self, v: Tensor) -> Tensor:
+        """The parameter tensor whose :meth:`view` is ``v`` (the inverse map)."""
+        if self.groups == 1:
+            p = v.movedim(0, self.axis)
+        else:
+            p = v.unflatten(0, (self.groups, -1)).movedim(1, self.axis + 1).flatten(0, 1)
+        return p - self.constant if self.constant else p
+
+    def _channel_index(self, size: int, device) -> Tensor:
+        """For each position along the view's axis 0: the channel it belongs to, or -1 (not read)."""
+        index = torch.full((size,), -1, dtype=torch.long, device=device)
+        for piece in self.pieces:
+            channels = torch.arange(piece.start, piece.stop, device=device).repeat_interleave(piece.inner)
+            index[piece.offset:piece.offset + piece.width] = channels
+        return index
+
+    def scale_channels(self, p: Tensor, factors: Tensor) -> Tensor:
+        """``p`` with channel j's positions multiplied by ``factors[j]`` (the rest unchanged)."""
+        v = self.view(p)
+        index = self._channel_index(v.shape[0], v.device)
+        f = torch.where(index >= 0, factors.to(v.dtype)[index.clamp(min=0)], torch.ones((), dtype=v.dtype, device=v.device))
+        return self.unview(v * f.reshape(-1, *[1] * (v.dim() - 1)))
+
+    def shift_channels(self, p: Tensor, shifts: Tensor) -> Tensor:
+        """``p`` with ``shifts[j]`` (shape of the other axes) added to channel j's entries."""
+        v = self.view(p)
+        index = self._channel_index(v.shape[0], v.device)
+        add = torch.where((index >= 0).reshape(-1, *[1] * (v.dim() - 1)),
+                          shifts.to(v.dtype).reshape(shifts.shape[0], *v.shape[1:])[index.clamp(min=0)],
+                          torch.zeros((), dtype=v.dtype, device=v.device))
+        return self.unview(v + add)
+
+    def mix_channels(self, p: Tensor, mats: Tensor) -> Tensor:
+        """``p`` with the rows of channel blocks mixed: channels ``b·d … (b+1)·d − 1`` (each with all
+        its positions) replaced by ``mats[b] @`` them, ``mats`` of shape ``(blocks, d, d)``.
+        Pieces must start and stop on block boundaries."""
+        v = self.view(p)
+        d = mats.shape[-1]
+        out = v.clone()
+        for piece in self.pieces:
+            if piece.start % d or (piece.stop - piece.start) % d:
+                raise NotImplementedError(f"slot {self.param}: a piece cuts through a block of {d} channels")
+            rows = v[piece.offset:piece.offset + piece.width]
+            blocks = rows.reshape((piece.stop - piece.start) // d, d, -1)  # channel-major, then inner and rest
+            mixed = mats[piece.start // d:piece.stop // d].to(v.dtype) @ blocks.reshape(blocks.shape[0], d, -1)
+            out[piece.offset:piece.offset + piece.width] = mixed.reshape(rows.shape)
+        return self.unview(out)
+
     @property
     def reads_squares(self) -> bool:
         """Its per-position squares are those of the plain parameter (shared through :class:`SquareSums`)."""

@@ -8,6 +8,8 @@
   fxlaws attaches (THEORY §1, §4.2); a :class:`CompletenessResult`.
 * :func:`discover`: every conservation law of degree ≤ 2, found from the gradient fields alone
   (THEORY §4.3).
+* :func:`invariance`: the group behind each exact family (docs/THEORY.md §2b) leaves the model's
+  outputs unchanged and moves the law as predicted; an :class:`InvarianceResult`.
 * :func:`self_check`: the THEORY §2 catalogue at tiny sizes, judged by :func:`completeness`; one
   :class:`CatalogueRow` per case.
 
@@ -21,9 +23,13 @@ from .catalogue import CatalogueRow, self_check
 from .completeness import CompletenessResult, completeness
 from .discover import discover
 from .flow import FlowResult, FlowRow, flow_check
+from .invariance import InvarianceResult, InvarianceRow, invariance
 from .soundness import SoundnessResult, SoundnessRow, soundness
 
 __all__ = [
+    "invariance",
+    "InvarianceResult",
+    "InvarianceRow",
     "soundness",
     "SoundnessResult",
     "SoundnessRow",

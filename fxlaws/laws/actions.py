@@ -1,0 +1,136 @@
+"""The group behind each law family, acting on its parameters (docs/THEORY.md §2b).
+
+Every exact family is the conserved quantity of a group acting on its parameter subset without
+changing the model's function (or, for T1, its softmax cross-entropy loss). Here are the actions,
+one per evaluator:
+
+* :class:`~fxlaws.laws.family.DiagonalTerms` (R1–R3, S1, S2, N3; N2 approximately): an element is
+  ``λ > 0`` per channel (per normalisation group for N2); a term with coefficient ``c`` scales its
+  slot by ``λ^c`` (producer rows ``c = 1``, consumer columns ``c = −k``: the generator is the law's
+  own quadratic form).
+* :class:`~fxlaws.laws.family.GramTerms` (G1): ``A ∈ GL(r)``; producer rows ``M → A M``, consumer
+  columns ``M → A^{-T} M``.
+* :class:`~fxlaws.laws.family.BlockGramTerms` (A1, A2, A4): one ``A_g ∈ GL(d_h)`` per block (kv
+  group); a term's head h is mixed by ``A_{g(h)}`` (coefficient +1) or ``A_{g(h)}^{-T}`` (−1).
+* :class:`~fxlaws.laws.family.PairTerms` (A5): per block and rotary pair a scaled rotation
+  ``s·R(φ)`` (it commutes with the position rotations); queries' pair rows ``→ s R(φ)``, keys'
+  ``→ s⁻¹ R(φ)``. The element is ``(log s, φ)`` per block and pair, shape ``(blocks, pairs, 2)``.
+* :class:`~fxlaws.laws.family.SumTerms` (N1, T1, T2, A3): a translation ``v`` of the family's shape;
+  every channel of group g gets ``v[g]`` added.
+
+An element is a tensor (λ per channel, a stack of matrices, a translation); :func:`random_element`
+draws one as the exponential of a random Lie-algebra element. Shared-shift (T3) families have no
+action here yet (:class:`NotImplementedError` says so).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from .family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, PairTerms, SumTerms
+
+__all__ = ["act", "random_element", "has_action", "ApproximateActionError"]
+
+
+class ApproximateActionError(ValueError):
+    """The family's law is exact only as eps → 0 (N2): so is its action; pass ``approximate=True``."""
+
+
+def has_action(fam: LawFamily) -> bool:
+    """The family's evaluator has a group action here."""
+    return isinstance(fam._evaluator, (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms))
+
+
+def _evaluator(fam: LawFamily):
+    ev = fam._evaluator
+    ev = getattr(ev, "inner", ev)  # a squeezed scalar family wraps its evaluator
+    if not isinstance(ev, (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms)):
+        raise NotImplementedError(f"{fam.name} ({fam.theory}): no group action implemented for this family yet")
+    return ev
+
+
+def random_element(fam: LawFamily, scale: float = 0.3, generator: Optional[torch.Generator] = None,
+                   dtype: torch.dtype = torch.float64) -> Tensor:
+    """``exp`` of a random Lie-algebra element of entries ``N(0, scale²)``: λ per channel (rescale),
+    an invertible matrix per block (GL), a translation of the family's shape."""
+    ev = _evaluator(fam)
+    gen = generator or torch.Generator().manual_seed(0)
+    if isinstance(ev, DiagonalTerms):
+        channels = ev.terms[0][0].channels // ev.group
+        return torch.exp(scale * torch.randn(channels, generator=gen, dtype=dtype))
+    if isinstance(ev, GramTerms):
+        r = ev.terms[0][0].channels
+        return torch.linalg.matrix_exp(scale * torch.randn(r, r, generator=gen, dtype=dtype))
+    if isinstance(ev, BlockGramTerms):
+        d = ev.terms[0][0].channels // len(ev.terms[0][2])
+        return torch.linalg.matrix_exp(scale * torch.randn(ev.blocks, d, d, generator=gen, dtype=dtype))
+    if isinstance(ev, PairTerms):
+        return scale * torch.randn(ev.blocks, len(ev.pairs), 2, generator=gen, dtype=dtype)
+    return scale * torch.randn(fam.shape, generator=gen, dtype=dtype)
+
+
+def pair_matrices(ev: PairTerms, element: Tensor, inverse_transpose: bool = False) -> Tensor:
+    """``(blocks, dh, dh)``: the identity with ``s R(φ)`` (or its inverse transpose ``s⁻¹ R(φ)``) on
+    each rotary pair's two dimensions."""
+    mats = torch.eye(ev.dh, dtype=element.dtype).repeat(ev.blocks, 1, 1)
+    for f, (d1, d2) in enumerate(ev.pairs):
+        s = torch.exp(-element[:, f, 0] if inverse_transpose else element[:, f, 0])
+        c, n = torch.cos(element[:, f, 1]), torch.sin(element[:, f, 1])
+        mats[:, d1, d1], mats[:, d1, d2], mats[:, d2, d1], mats[:, d2, d2] = s * c, -s * n, s * n, s * c
+    return mats
+
+
+def act(fam: LawFamily, params: Mapping[str, Tensor], element: Tensor, *,
+        approximate: bool = False) -> dict[str, Tensor]:
+    """New values of the family's parameters after ``element`` acts (nothing modified in place).
+
+    Args:
+        fam: the law family.
+        params: parameter name -> tensor (must hold ``fam.params``).
+        element: see the module docstring (``random_element(fam)`` has the right shape).
+        approximate: allow the action of an eps-broken family (N2), which keeps the function only
+            as eps → 0.
+
+    Returns:
+        name -> new tensor, for every parameter the action changes.
+
+    Raises:
+        ApproximateActionError: ``fam`` is approximate and ``approximate`` is False.
+        NotImplementedError: no action for this family's kind yet (A5, T3).
+    """
+    if not fam.exact and not approximate:
+        raise ApproximateActionError(f"{fam.name} ({fam.theory}) is exact only as eps → 0, and so is its action "
+                                     "(it keeps the function only approximately): pass approximate=True")
+    ev = _evaluator(fam)
+    out: dict[str, Tensor] = {}
+
+    def current(name: str) -> Tensor:
+        return out[name] if name in out else params[name]
+
+    if isinstance(ev, DiagonalTerms):
+        lam = element.repeat_interleave(ev.group) if ev.group > 1 else element
+        for slot, coef in ev.terms:
+            out[slot.param] = slot.scale_channels(current(slot.param), lam ** coef)
+    elif isinstance(ev, GramTerms):
+        inv_t = torch.linalg.inv(element).transpose(-2, -1)
+        for slot, coef in ev.terms:
+            out[slot.param] = slot.mix_channels(current(slot.param), (element if coef > 0 else inv_t)[None])
+    elif isinstance(ev, BlockGramTerms):
+        inv_t = torch.linalg.inv(element).transpose(-2, -1)
+        for slot, coef, groups in ev.terms:
+            mats = (element if coef > 0 else inv_t)[torch.tensor(groups, dtype=torch.long)]
+            out[slot.param] = slot.mix_channels(current(slot.param), mats)
+    elif isinstance(ev, PairTerms):
+        for slot, coef, groups in ev.terms:
+            mats = pair_matrices(ev, element, inverse_transpose=coef < 0)[torch.tensor(groups, dtype=torch.long)]
+            out[slot.param] = slot.mix_channels(current(slot.param), mats)
+    else:  # SumTerms: every channel of group g moves by element[g]
+        shifts = element.reshape(-1, *element.shape[1:]) if ev.slot.channels // ev.group > 1 else element[None]
+        per_channel = shifts.repeat_interleave(ev.group, dim=0)
+        p = current(ev.slot.param)
+        rest = [n for d, n in enumerate(p.shape) if d != ev.slot.axis]
+        out[ev.slot.param] = ev.slot.shift_channels(p, per_channel.reshape(ev.slot.channels, *rest))
+    return out
