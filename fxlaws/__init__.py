@@ -19,12 +19,14 @@ from .errors import (
 )
 from .instrument import instrument
 from .laws.family import LawFamily
+from .rebalance import rebalance
 from .report import Report
 from .verify.soundness import soundness
 
 __all__ = [
     "annotate",
     "instrument",
+    "rebalance",
     "soundness",
     "Annotation",
     "LawFamily",
