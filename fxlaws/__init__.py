@@ -21,12 +21,14 @@ from .instrument import instrument
 from .laws.family import LawFamily
 from .rebalance import rebalance
 from .report import Report
+from .teleport import teleport
 from .verify.soundness import soundness
 
 __all__ = [
     "annotate",
     "instrument",
     "rebalance",
+    "teleport",
     "soundness",
     "Annotation",
     "LawFamily",
