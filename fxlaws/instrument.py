@@ -24,9 +24,17 @@ __all__ = ["instrument", "Instrumented", "HookInstrumented", "JSONLSink", "Tenso
 #: recorders not closed yet: their last records are flushed at interpreter exit (weak: a recorder the
 #: user dropped is not kept alive)
 _OPEN: "weakref.WeakSet[_Recorder]" = weakref.WeakSet()
+_AT_EXIT: list = []
 
 
-@atexit.register
+def _register_exit_flush() -> None:
+    """Registered when the first recorder is made, after its sinks (``wandb.init`` registers its own
+    exit handler then): handlers run last-registered-first, so the laws' last records reach a sink
+    before the sink's library shuts it."""
+    if not _AT_EXIT:
+        _AT_EXIT.append(atexit.register(_close_open_recorders))
+
+
 def _close_open_recorders() -> None:
     for recorder in list(_OPEN):
         try:
@@ -47,13 +55,14 @@ class _Recorder:
         self._closed = False
         self.law_metrics.on_record = self._after_record
         _OPEN.add(self)
+        _register_exit_flush()
 
     def _check_model(self) -> None:
         """Raise if what is recorded no longer belongs to the user's model (nothing to check here)."""
 
     def _after_record(self, m: LawMetrics) -> None:
         # called by LawMetrics.record, eagerly even inside a compiled forward (see fxlaws::record)
-        if self.sinks and m.step == m.calls and m.calls - self._flushed_at >= self.flush_every:
+        if self.sinks and not self._closed and m.step == m.calls and m.calls - self._flushed_at >= self.flush_every:
             self.flush()
 
     def metrics(self) -> dict[str, float]:
@@ -132,23 +141,10 @@ class Instrumented(nn.Module, _Recorder):
         # every rank computes the same values from its (identical) parameters, so skip them.
         prefix = metrics_name if after is not None else f"module.{metrics_name}"
         self._ddp_params_and_buffers_to_ignore = [f"{prefix}.{n}" for n, _ in self.law_metrics.named_buffers()]
-
-    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
-        """The model's own state dict, keys unchanged (it loads into the plain model); the law
-        metrics' state is :meth:`state`."""
-        out = self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
-        for key in [k for k in out if k.startswith(f"{prefix}{self._metrics_name}.")]:
-            del out[key]
-        return out
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load a plain model's state dict (what :meth:`state_dict` gives)."""
-        result = self.module.load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith(f"{self._metrics_name}.")]
-        if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(f"Error(s) loading state_dict into the instrumented {type(self.module).__name__}: "
-                               f"missing keys {missing[:5]}, unexpected keys {result.unexpected_keys[:5]}")
-        return type(result)(missing, result.unexpected_keys)
+        # Checkpoints hold the model's own keys (no "module." in between), also when this wrapper sits
+        # inside another module (a LightningModule, DDP): hooks run at every level of a save or load.
+        self.register_state_dict_post_hook(_model_keys)
+        self.register_load_state_dict_pre_hook(_wrapper_keys)
 
     @property
     def law_metrics(self) -> LawMetrics:
@@ -195,6 +191,21 @@ class Instrumented(nn.Module, _Recorder):
         clean.graph.lint()
         clean.recompile()
         return clean
+
+
+def _model_keys(module, state_dict, prefix, local_metadata) -> None:
+    """Saving: ``<prefix>module.x`` → ``<prefix>x`` (the wrapper adds no level to the model's keys)."""
+    inner = f"{prefix}module."
+    for key in [k for k in state_dict if k.startswith(inner)]:
+        state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+
+
+def _wrapper_keys(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                  error_msgs) -> None:
+    """Loading: a model's key ``<prefix>x`` → ``<prefix>module.x`` (what the wrapper holds)."""
+    inner = f"{prefix}module."
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
 
 
 def _torch_optimizer(optimizer):

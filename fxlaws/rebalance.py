@@ -125,7 +125,9 @@ def balancing_element(fam, params) -> Optional[Tensor]:
             per = torch.stack([v[:, a] + v[:, b] for a, b in ev.pairs], 1)
             q[1 if coef > 0 else -1] = q[1 if coef > 0 else -1] + torch.zeros(
                 ev.blocks, len(ev.pairs), dtype=v.dtype).index_add(0, torch.tensor(groups), abs(coef) * per)
-        log_s = 0.25 * (torch.log(q[-1]) - torch.log(q[1]))
+        reachable = (q[1] > 0) & (q[-1] > 0)  # a pair with all-zero query or key rows has no balance
+        log_s = torch.where(reachable, 0.25 * (torch.log(q[-1].clamp(min=1e-300)) - torch.log(q[1].clamp(min=1e-300))),
+                            torch.zeros_like(q[1]))
         return torch.stack([log_s, torch.zeros_like(log_s)], -1)
     if isinstance(ev, SumTerms):
         return -fam.evaluate(params) / ev.group
@@ -179,17 +181,20 @@ def rebalance(model: nn.Module, ann: Annotation, *, tol: float = 1e-12, max_swee
             families.append(fam)
             result.before[fam.name] = _relative_value(fam, params)
     with torch.no_grad():
-        last = float("inf")
+        last = {f.name: float("inf") for f in families}
         for sweep in range(max_sweeps if families else 0):
             result.sweeps = sweep + 1
             for fam in families:
                 element = balancing_element(fam, params)
                 if element is not None:
-                    params.update(act(fam, params, element))
-            worst = max(_relative_value(f, params) for f in families)
-            if worst <= tol or worst > 0.99 * last:  # balanced, or what is left is not reachable
+                    moved = act(fam, params, element)
+                    if all(bool(torch.isfinite(t).all()) for t in moved.values()):
+                        params.update(moved)
+            now = {f.name: _relative_value(f, params) for f in families}
+            # balanced, or no family still improving (what is left is not reachable: a zero unit)
+            if all(v <= tol or v > 0.99 * last[n] for n, v in now.items()):
                 break
-            last = worst
+            last = now
         for fam in families:
             result.after[fam.name] = _relative_value(fam, params)
         for name, value in params.items():

@@ -11,6 +11,7 @@ on the orbit, so the model's function (and loss) is unchanged up to round-off.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -131,7 +132,9 @@ def teleport(model: nn.Module, ann: Annotation, loss_fn: Callable[[Any], Tensor]
         final = moved() if coords else base
     end = {n: t.detach().clone().requires_grad_(n in trainable) for n, t in final.items()}
     obj1, loss1 = value(end, create_graph=False)
-    if float(obj1.detach()) < float(obj0.detach()):  # never leave the user worse off than the start
+    o0, o1, l0, l1 = (float(t.detach()) for t in (obj0, obj1, loss0, loss1))
+    if not (o1 >= o0 and math.isfinite(o1) and math.isfinite(l1) and math.isclose(l1, l0, rel_tol=1e-6, abs_tol=1e-12)):
+        # never leave the user worse off: a diverged ascent (NaN, overflow) or a moved loss keeps the start
         end, obj1, loss1 = start, obj0, loss0
     with torch.no_grad():
         for n, t in end.items():

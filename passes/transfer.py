@@ -283,6 +283,8 @@ def _stacked_weight(walk: "Walk", node) -> Optional[tuple[str, list[int]]]:
     3-D parameter read through transposes / casts (transformers passes ``W.transpose(-2, -1)``)."""
     order = [0, 1, 2]
     while isinstance(node, fx.Node) and node.op != "get_attr":
+        if len(node.users) != 1:  # the same transposed weight read twice: a shared parameter
+            return None
         op = get_op(node)
         if op.kind is OpKind.PERMUTE:
             moved = permuted_axes(node, 3)
@@ -500,21 +502,28 @@ def _gain(walk: "Walk", node) -> Optional[tuple[str, float]]:
     while isinstance(node, fx.Node):
         if node.op == "get_attr":
             return (str(node.target), c) if str(node.target) in walk.params else None
+        if len(node.users) != 1:  # `g = 1 + w` read twice shares w between two uses: a tied parameter
+            return None
         op = get_op(node)
         if op.kind is OpKind.IDENTITY and op.allows_mixing and node.args and isinstance(node.args[0], fx.Node):
             node = node.args[0]
         elif op.kind is OpKind.ADD and op.variant in (Arith.ADD, Arith.SUB) and len(node.args) == 2 \
                 and not node.kwargs:
             a, b = node.args
-            if is_number(b) and isinstance(a, fx.Node):
+            if _literal(b) and isinstance(a, fx.Node):
                 c, node = c + (b if op.variant is Arith.ADD else -b), a
-            elif is_number(a) and isinstance(b, fx.Node) and op.variant is Arith.ADD:
+            elif _literal(a) and isinstance(b, fx.Node) and op.variant is Arith.ADD:
                 c, node = c + a, b
             else:
                 return None
         else:
             return None
     return None
+
+
+def _literal(x) -> bool:
+    """A Python number written in the graph (not a node carrying one: its value is not known here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _open_scale(walk: "Walk", node, op: CanonicalOp, shape) -> None:

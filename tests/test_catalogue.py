@@ -1117,3 +1117,24 @@ def test_offset_gain_rmsnorm_gets_n3_on_the_shifted_gain():
     unshifted = worst_rel_inner(model, mse_loss(model, x), lambda q: q["norm.weight"] ** 2 - sq_cols(q["b.weight"]))
     assert unshifted > 1e-3
     assert "(1 + norm.weight[j])" in ann.laws[0].formula
+
+
+class _SharedOffsetGain(nn.Module):
+    """``g = 1 + w`` read by two products: w is shared between two uses (tied), so neither use's
+    rescaling is a symmetry (found in review: the use count sees one read of w)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(0.3 * torch.randn(4))
+        self.fa, self.fb = nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        g = 1 + self.w
+        return self.fa(x * g) + self.fb(y * g)
+
+
+def test_a_gain_read_twice_through_an_addition_carries_no_law():
+    model = _SharedOffsetGain().double()
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    ann = annotate(model, (x, y))
+    assert not [f for f in ann.laws if "w" in f.params], [f.formula for f in ann.laws]

@@ -210,7 +210,7 @@ def test_state_dict_keys_are_the_models(tmp_path):
         inst.load_state_dict({"nope": torch.zeros(1)})
         raise AssertionError("an unrelated state dict loaded")
     except RuntimeError as err:
-        assert "missing keys" in str(err)
+        assert "Missing key" in str(err)
 
 
 def test_last_records_are_flushed_on_close_and_remove(tmp_path):
@@ -263,3 +263,19 @@ def test_soundness_needs_no_inputs_the_annotation_kept_them():
     assert int(again[0].max()) == int(ids.max())
     result = fxlaws.soundness(model, ann)
     assert result.ok and result.rows
+
+
+def test_checkpoints_of_a_module_holding_the_instrumented_model():
+    """State-dict hooks (not an override): a parent module holding ``inst`` saves the model's keys
+    under its own prefix and loads them back (a LightningModule or DDP around it)."""
+    model, x, y, ann = _mlp()
+    inst = instrument(model, ann)
+    parent = torch.nn.Module()
+    parent.net = inst
+    keys = list(parent.state_dict())
+    assert keys == [f"net.{k}" for k in model.state_dict()]
+    fresh = relu_mlp(sizes=(3, 8, 4))
+    holder = torch.nn.Module()
+    holder.net = instrument(fresh, fxlaws.annotate(fresh, x))
+    holder.load_state_dict(parent.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
