@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -38,3 +41,18 @@ def rounds(arms: dict[str, Callable[[], object]], n: int, device: str, all_order
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     """The median of per-round ratios (robust to rounds disturbed by the machine)."""
     return statistics.median(b / a for a, b in zip(denominator, numerator))
+
+
+_BUSY = "import torch\na = torch.randn(1500, 1500)\nwhile True:\n    a = (a @ a).tanh()\n"
+
+
+@contextlib.contextmanager
+def busy_cores(seconds_to_start: float = 2.0):
+    """Another Python process multiplying matrices on every core for the duration (the loaded case)."""
+    busy = subprocess.Popen([sys.executable, "-c", _BUSY])
+    try:
+        time.sleep(seconds_to_start)
+        yield
+    finally:
+        busy.kill()
+        busy.wait()

@@ -18,21 +18,16 @@ import contextlib
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import rounds  # noqa: E402
+from _timing import busy_cores, rounds  # noqa: E402
 from lie_anchor import Net, architectures, phi_of  # noqa: E402
 
 from fxlaws.verify import fields  # noqa: E402
 from fxlaws.verify.completeness import completeness  # noqa: E402
-
-_BUSY = "import torch\na = torch.randn(1500, 1500)\nwhile True:\n    a = (a @ a).tanh()\n"
-
 
 def workload() -> None:
     for i, (kind, widths, bias) in enumerate(architectures()[::5]):
@@ -82,13 +77,8 @@ def main() -> None:
           f"{default_threads} default intra-op threads")
     workload()  # warm-up
     quiet = phase("quiet", n, default_threads)
-    busy = subprocess.Popen([sys.executable, "-c", _BUSY])
-    try:
-        time.sleep(2)
+    with busy_cores():
         loaded = phase("loaded (another process multiplies matrices on every core)", n, default_threads)
-    finally:
-        busy.kill()
-        busy.wait()
     print(f"\nA/A (default again / default): quiet {quiet['default (A/A)'] / quiet['default']:.2f}, "
           f"loaded {loaded['default (A/A)'] / loaded['default']:.2f}")
     print(f"one thread / {default_threads} threads: quiet {quiet['one thread'] / quiet[f'threads={default_threads}']:.2f}, "

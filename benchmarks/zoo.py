@@ -19,6 +19,7 @@ Three tables, each measured in one run:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import statistics
@@ -34,6 +35,9 @@ import fxlaws
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from zoo_models import FULL, MICRO, ZOO, build, build_full, build_micro  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import busy_cores  # noqa: E402
 
 
 def _machine() -> str:
@@ -117,21 +121,13 @@ def _child(name: str) -> dict:
             "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-_BUSY = "import torch\na = torch.randn(1500, 1500)\nwhile True:\n    a = (a @ a).tanh()\n"
-
-
 def full_table(names, loaded: bool = False) -> None:
     """``loaded``: another process multiplies matrices on every core for the whole table."""
     print(_machine() + (" — loaded: another process multiplies matrices on every core" if loaded else ""))
     print("| model (meta) | params | front end | front end s | annotate s | annotate / front end | A/A | laws | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
-    busy = subprocess.Popen([sys.executable, "-c", _BUSY]) if loaded else None
-    try:
+    with busy_cores() if loaded else contextlib.nullcontext():
         _full_rows(names)
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
 
 
 def _full_rows(names) -> None:
