@@ -57,10 +57,6 @@ class RebalanceResult:
         return "\n".join(lines)
 
 
-def _ev(fam):
-    return getattr(fam._evaluator, "inner", fam._evaluator)
-
-
 def _sqrtm(m: Tensor) -> Tensor:
     w, v = torch.linalg.eigh(m)
     return (v * w.clamp(min=0).sqrt().unsqueeze(-2)) @ v.transpose(-2, -1)
@@ -80,25 +76,15 @@ def _geometric(gp: Tensor, gc: Tensor) -> Optional[Tensor]:
 def _gram_sides(ev, params) -> tuple[Tensor, Tensor]:
     """Producer-side and consumer-side Gram matrices per block."""
     if isinstance(ev, GramTerms):
-        gp = sum(c * (m @ m.T) for (s, c) in ev.terms if c > 0 for m in [s.channel_matrix(params)])
-        gc = sum(-c * (m @ m.T) for (s, c) in ev.terms if c < 0 for m in [s.channel_matrix(params)])
-        return gp[None], gc[None]
-    gp = gc = None
-    for slot, coef, groups in ev.terms:
-        m = slot.channel_matrix(params)
-        m = m.reshape(len(groups), m.shape[0] // len(groups), m.shape[1])
-        g = m @ m.transpose(1, 2)
-        g = torch.zeros(ev.blocks, *g.shape[1:], dtype=g.dtype).index_add(0, torch.tensor(groups), abs(coef) * g)
-        if coef > 0:
-            gp = g if gp is None else gp + g
-        else:
-            gc = g if gc is None else gc + g
-    return gp, gc
+        grams = ev.term_grams(params)
+        return sum(c * g for c, g in grams if c > 0)[None], sum(-c * g for c, g in grams if c < 0)[None]
+    blocks = [(c, ev.to_blocks(g, groups)) for c, groups, g in ev.head_grams(params)]
+    return sum(c * g for c, g in blocks if c > 0), sum(-c * g for c, g in blocks if c < 0)
 
 
 def balancing_element(fam, params) -> Optional[Tensor]:
     """The group element that moves ``fam`` to its balanced point (None: no action or not reachable)."""
-    ev = _ev(fam)
+    ev = fam.evaluator
     if isinstance(ev, DiagonalTerms):
         sq = [(c, s.channel_sq(params)) for s, c in ev.terms]
         if ev.group > 1:
@@ -137,7 +123,7 @@ def balancing_element(fam, params) -> Optional[Tensor]:
 def _relative_value(fam, params) -> float:
     """``max |h| / max |terms|``: how far from balanced, on the scale of what the law adds up."""
     value = fam.evaluate(params).abs().max()
-    ev = _ev(fam)
+    ev = fam.evaluator
     if isinstance(ev, SumTerms):
         scale = ev.slot.channel_matrix(params).abs().max()
     elif isinstance(ev, DiagonalTerms):

@@ -22,8 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .annotation import Annotation
 from .capture import normalise_inputs, unwrap
-from .laws.actions import act, has_action
-from .laws.family import BlockGramTerms, DiagonalTerms, GramTerms, PairTerms, SumTerms
+from .laws.actions import act, algebra_shape, exp_element, has_action
 
 __all__ = ["teleport", "TeleportResult"]
 
@@ -43,32 +42,6 @@ class TeleportResult:
         return (f"teleport over {len(self.families)} families, {self.steps} steps: objective "
                 f"{self.objective_before:.4e} → {self.objective_after:.4e}; loss {self.loss_before:.6e} → "
                 f"{self.loss_after:.6e}")
-
-
-def _zero_algebra(fam, dtype) -> Tensor:
-    """The Lie-algebra origin of ``fam``'s group (the identity element)."""
-    ev = getattr(fam._evaluator, "inner", fam._evaluator)
-    if isinstance(ev, DiagonalTerms):
-        return torch.zeros(ev.terms[0][0].channels // ev.group, dtype=dtype)
-    if isinstance(ev, GramTerms):
-        r = ev.terms[0][0].channels
-        return torch.zeros(r, r, dtype=dtype)
-    if isinstance(ev, BlockGramTerms):
-        d = ev.terms[0][0].channels // len(ev.terms[0][2])
-        return torch.zeros(ev.blocks, d, d, dtype=dtype)
-    if isinstance(ev, PairTerms):
-        return torch.zeros(ev.blocks, len(ev.pairs), 2, dtype=dtype)
-    return torch.zeros(fam.shape, dtype=dtype)
-
-
-def _element(fam, x: Tensor) -> Tensor:
-    """The group element ``exp`` of the Lie-algebra point ``x``."""
-    ev = getattr(fam._evaluator, "inner", fam._evaluator)
-    if isinstance(ev, DiagonalTerms):
-        return torch.exp(x)
-    if isinstance(ev, (GramTerms, BlockGramTerms)):
-        return torch.linalg.matrix_exp(x)
-    return x  # A5: (log s, φ) is the element's own parametrisation; translations are their algebra
 
 
 def teleport(model: nn.Module, ann: Annotation, loss_fn: Callable[[Any], Tensor], batch: Any, *,
@@ -101,12 +74,12 @@ def teleport(model: nn.Module, ann: Annotation, loss_fn: Callable[[Any], Tensor]
     base = {n: p.detach().clone().requires_grad_(n in trainable) for n, p in live.items()}
     families = [f for f in ann.laws if f.exact and has_action(f) and (kinds is None or f.kind in kinds)]
     dtype = next(iter(base.values())).dtype if base else torch.float64
-    coords = [_zero_algebra(f, dtype).requires_grad_(True) for f in families]
+    coords = [torch.zeros(algebra_shape(f), dtype=dtype, requires_grad=True) for f in families]
 
     def moved() -> dict[str, Tensor]:
         params = dict(base)
         for fam, x in zip(families, coords):
-            params.update(act(fam, params, _element(fam, x)))
+            params.update(act(fam, params, exp_element(fam, x)))
         return params
 
     def value(params: dict[str, Tensor], create_graph: bool) -> tuple[Tensor, Tensor]:

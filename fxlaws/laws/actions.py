@@ -32,44 +32,62 @@ from torch import Tensor
 
 from .family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, PairTerms, SumTerms
 
-__all__ = ["act", "random_element", "has_action", "ApproximateActionError"]
+__all__ = ["act", "random_element", "has_action", "algebra_shape", "exp_element", "ApproximateActionError"]
 
 
 class ApproximateActionError(ValueError):
     """The family's law is exact only as eps → 0 (N2): so is its action; pass ``approximate=True``."""
 
 
+_ACTED = (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms)
+
+
 def has_action(fam: LawFamily) -> bool:
     """The family's evaluator has a group action here."""
-    return isinstance(fam._evaluator, (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms))
+    return isinstance(fam.evaluator, _ACTED)
 
 
 def _evaluator(fam: LawFamily):
-    ev = fam._evaluator
-    ev = getattr(ev, "inner", ev)  # a squeezed scalar family wraps its evaluator
-    if not isinstance(ev, (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms)):
+    ev = fam.evaluator
+    if not isinstance(ev, _ACTED):
         raise NotImplementedError(f"{fam.name} ({fam.theory}): no group action implemented for this family yet")
     return ev
+
+
+def algebra_shape(fam: LawFamily) -> tuple[int, ...]:
+    """Shape of the family's Lie-algebra coordinates (zeros are the identity element): ``log λ`` per
+    channel, one matrix per block, ``(log s, φ)`` per block and rotary pair, a translation."""
+    ev = _evaluator(fam)
+    if isinstance(ev, DiagonalTerms):
+        return (ev.terms[0][0].channels // ev.group,)
+    if isinstance(ev, GramTerms):
+        r = ev.terms[0][0].channels
+        return (r, r)
+    if isinstance(ev, BlockGramTerms):
+        d = ev.terms[0][0].channels // len(ev.terms[0][2])
+        return (ev.blocks, d, d)
+    if isinstance(ev, PairTerms):
+        return (ev.blocks, len(ev.pairs), 2)
+    return tuple(fam.shape)
+
+
+def exp_element(fam: LawFamily, x: Tensor) -> Tensor:
+    """The group element at Lie-algebra coordinates ``x`` (shape :func:`algebra_shape`): ``exp`` per
+    channel, the matrix exponential per block; A5's ``(log s, φ)`` and translations are their own."""
+    ev = _evaluator(fam)
+    if isinstance(ev, DiagonalTerms):
+        return torch.exp(x)
+    if isinstance(ev, (GramTerms, BlockGramTerms)):
+        return torch.linalg.matrix_exp(x)
+    return x
 
 
 def random_element(fam: LawFamily, scale: float = 0.3, generator: Optional[torch.Generator] = None,
                    dtype: torch.dtype = torch.float64) -> Tensor:
     """``exp`` of a random Lie-algebra element of entries ``N(0, scale²)``: λ per channel (rescale),
-    an invertible matrix per block (GL), a translation of the family's shape."""
-    ev = _evaluator(fam)
+    an invertible matrix per block (GL), a scaled rotation per rotary pair, a translation."""
     gen = generator or torch.Generator().manual_seed(0)
-    if isinstance(ev, DiagonalTerms):
-        channels = ev.terms[0][0].channels // ev.group
-        return torch.exp(scale * torch.randn(channels, generator=gen, dtype=dtype))
-    if isinstance(ev, GramTerms):
-        r = ev.terms[0][0].channels
-        return torch.linalg.matrix_exp(scale * torch.randn(r, r, generator=gen, dtype=dtype))
-    if isinstance(ev, BlockGramTerms):
-        d = ev.terms[0][0].channels // len(ev.terms[0][2])
-        return torch.linalg.matrix_exp(scale * torch.randn(ev.blocks, d, d, generator=gen, dtype=dtype))
-    if isinstance(ev, PairTerms):
-        return scale * torch.randn(ev.blocks, len(ev.pairs), 2, generator=gen, dtype=dtype)
-    return scale * torch.randn(fam.shape, generator=gen, dtype=dtype)
+    return exp_element(fam, scale * torch.randn(algebra_shape(fam), generator=gen, dtype=dtype))
 
 
 def pair_matrices(ev: PairTerms, element: Tensor, inverse_transpose: bool = False) -> Tensor:

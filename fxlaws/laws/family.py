@@ -63,11 +63,13 @@ class GramTerms:
 
     terms: tuple[tuple[Slot, float], ...]
 
+    def term_grams(self, params: Mapping[str, Tensor]) -> list[tuple[float, Tensor]]:
+        """``(coef_t, M_t M_tᵀ)`` per term (also read by the group actions' checks and rebalancing)."""
+        return [(coef, m @ m.transpose(0, 1)) for slot, coef in self.terms for m in [slot.channel_matrix(params)]]
+
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
         out = None
-        for slot, coef in self.terms:
-            m = slot.channel_matrix(params)
-            g = m @ m.transpose(0, 1)
+        for coef, g in self.term_grams(params):
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out
@@ -84,14 +86,24 @@ class BlockGramTerms:
     terms: tuple[tuple[Slot, float, tuple[int, ...]], ...]
     blocks: int
 
-    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
-        out = None
+    def head_grams(self, params: Mapping[str, Tensor]) -> list[tuple[float, tuple[int, ...], Tensor]]:
+        """``(coef_t, groups_t, M_t^{(h)} M_t^{(h)ᵀ} per head)`` per term, shape ``(heads, dh, dh)``."""
+        out = []
         for slot, coef, groups in self.terms:
             m = slot.channel_matrix(params)
             m = m.reshape(len(groups), m.shape[0] // len(groups), m.shape[1])
-            g = m @ m.transpose(1, 2)
-            index = index_tensor(groups, g.device)
-            g = g.new_zeros(self.blocks, *g.shape[1:]).index_add(0, index, g)
+            out.append((coef, groups, m @ m.transpose(1, 2)))
+        return out
+
+    def to_blocks(self, per_head: Tensor, groups: tuple[int, ...]) -> Tensor:
+        """Per-head matrices summed into their blocks: ``(blocks, dh, dh)``."""
+        index = index_tensor(groups, per_head.device)
+        return per_head.new_zeros(self.blocks, *per_head.shape[1:]).index_add(0, index, per_head)
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for coef, groups, g in self.head_grams(params):
+            g = self.to_blocks(g, groups)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out
@@ -243,6 +255,11 @@ class LawFamily:
         cast = {n: _promote(params[n]) for n in self.params}
         with full_precision(cast.values()):
             return self._evaluator(cast)
+
+    @property
+    def evaluator(self):
+        """The evaluator (``DiagonalTerms``, ``GramTerms`` …), unwrapped from a scalar family's squeeze."""
+        return getattr(self._evaluator, "inner", self._evaluator)
 
     def act(self, params: Mapping[str, Tensor], element: Tensor, *, approximate: bool = False) -> dict[str, Tensor]:
         """The family's parameters after a group element acts (see :func:`fxlaws.laws.actions.act`)."""

@@ -71,28 +71,21 @@ class InvarianceResult:
 
 def _predicted(fam, params: dict, element: Tensor) -> Optional[Tensor]:
     """The family's value after ``element`` acts, as the group says (None: no prediction here)."""
-    ev = getattr(fam._evaluator, "inner", fam._evaluator)
+    ev = fam.evaluator
     if isinstance(ev, DiagonalTerms):
         lam = element.repeat_interleave(ev.group) if ev.group > 1 else element
         value = sum(coef * lam ** (2 * coef) * slot.channel_sq(params) for slot, coef in ev.terms)
         return (value.view(-1, ev.group).sum(1) if ev.group > 1 else value).reshape(fam.shape)
     if isinstance(ev, GramTerms):
         inv = torch.linalg.inv(element)
-        out = 0
-        for slot, coef in ev.terms:
-            m = slot.channel_matrix(params)
-            g = m @ m.T
-            out = out + coef * (element @ g @ element.T if coef > 0 else inv.T @ g @ inv)
+        out = sum(coef * (element @ g @ element.T if coef > 0 else inv.T @ g @ inv) for coef, g in ev.term_grams(params))
         return out.reshape(fam.shape)
     if isinstance(ev, BlockGramTerms):
         inv_t = torch.linalg.inv(element).transpose(-2, -1)
         out = None
-        for slot, coef, groups in ev.terms:
-            m = slot.channel_matrix(params)
-            m = m.reshape(len(groups), m.shape[0] // len(groups), m.shape[1])
+        for coef, groups, g in ev.head_grams(params):
             a = (element if coef > 0 else inv_t)[torch.tensor(groups, dtype=torch.long)]
-            g = a @ m @ m.transpose(1, 2) @ a.transpose(1, 2)
-            g = torch.zeros(ev.blocks, *g.shape[1:], dtype=g.dtype).index_add(0, torch.tensor(groups), coef * g)
+            g = coef * ev.to_blocks(a @ g @ a.transpose(1, 2), groups)
             out = g if out is None else out + g
         return out
     if isinstance(ev, PairTerms):  # rotations keep each pair's squares; the scale multiplies them by s^±2
