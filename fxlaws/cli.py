@@ -26,6 +26,7 @@ import torch
 from . import models as models_registry
 from .api import annotate
 from .errors import FxlawsError
+from .study.tasks import TASKS
 from .verify.soundness import soundness
 
 __all__ = ["main"]
@@ -382,6 +383,34 @@ def _cmd_study(args) -> int:
     return 0
 
 
+def _cmd_teleport_study(args) -> int:
+    import dataclasses
+    import json
+
+    from .study import plot_teleport, table, teleport_study
+
+    try:
+        study = teleport_study(args.tasks, args.optimizers, seeds=args.seeds, steps=args.steps, every=args.every,
+                               teleport_steps=args.teleport_steps, teleport_lrs=args.teleport_lr, corpus=args.corpus,
+                               progress=_progress)
+    except (FileNotFoundError, ImportError) as exc:  # no corpus, no scikit-learn: the message says what to do
+        raise _UsageError(str(exc)) from exc
+    for name, text in study.descriptions.items():
+        print(f"{name}: {text}; learning rates {study.settings[f'{name}_lr']}")
+    settings = {k: v for k, v in study.settings.items() if not k.endswith("_lr")}
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    plot_teleport(study, args.output)
+    print(f"wrote {args.output}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"settings": study.settings, "descriptions": study.descriptions,
+                       "runs": [dataclasses.asdict(r) for r in study.runs]}, fh)
+        print(f"wrote {args.json}")
+    print()  # the table README shows, as printed here
+    print(table(study))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fxlaws", description="Conservation laws of PyTorch training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -411,13 +440,29 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--max-params", type=int, default=2000,
                            help="completeness runs on the largest blocks with at most this many parameters")
         p.set_defaults(fn=fn)
-    p = sub.add_parser("study", help="experiments: `fxlaws study sgd` (law error ∝ τ² under plain SGD)")
-    p.add_argument("experiment", choices=["sgd"])
+    p = sub.add_parser("study", help="experiments on training runs: `fxlaws study sgd`, `fxlaws study teleport`")
+    experiments = p.add_subparsers(dest="experiment", required=True)
+    p = experiments.add_parser("sgd", help="law error ∝ τ² under plain SGD")
     p.add_argument("--models", nargs="+", default=["resnet18", "gpt-tiny"], choices=["resnet18", "gpt-tiny"])
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("-o", "--output", default="sgd_persistence.png")
     p.set_defaults(fn=_cmd_study)
+    p = experiments.add_parser("teleport", help="training loss with and without rebalancing at init and "
+                                                "teleportation every K steps (SGD, Adam; MLP, CNN, GPT)")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS),
+                   help="mlp, cnn: scikit-learn digits (extra fxlaws[study]); gpt: characters of --corpus")
+    p.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--every", type=int, default=50, help="teleport (or reset Adam, the control) every K steps")
+    p.add_argument("--teleport-steps", type=int, default=10, help="ascent steps per teleport")
+    p.add_argument("--teleport-lr", type=float, nargs="+", default=[0.01, 0.05],
+                   help="ascent learning rates, one teleport condition each")
+    p.add_argument("--corpus", default=None, help="text of the gpt task (default: this repository's docs/THEORY.md)")
+    p.add_argument("-o", "--output", default="teleport_study.png")
+    p.add_argument("--json", default=None, help="also write every run (curves, gains, timings) there")
+    p.set_defaults(fn=_cmd_teleport_study)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

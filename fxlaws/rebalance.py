@@ -12,12 +12,13 @@ Per family, the group element that zeroes the law (where one exists):
   geometric mean of ``G_P^{-1}`` and ``G_C``), ``A = P^{1/2}``. Blocks whose Gram matrices are not
   positive definite stay.
 * rotary pairs (A5): per block and pair the scale ``s⁴ = q_k / q_q``.
-* translations (N1, T1, T2, A3): ``v = −h / |group|``.
+* translations (N1, T1, T2, A3): ``v = −h / |group|``; shared shifts (T3): ``u = −(C N Cᵀ)⁺ h``
+  (``N`` the rows each source sums).
 
 Families share parameters (a layer is the consumer of one family and the producer of the next), so
 one family's move changes its neighbours' values: :func:`rebalance` sweeps over the families until
 every reachable value is below ``tol`` relative to its terms, or ``max_sweeps``. Approximate families
-(N2) are left alone; T3 has no action yet.
+(N2) are left alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from .annotation import Annotation
 from .capture import unwrap
 from .laws.actions import act, has_action
-from .laws.family import BlockGramTerms, DiagonalTerms, GramTerms, PairTerms, SumTerms
+from .laws.family import BlockGramTerms, DiagonalTerms, GramTerms, PairTerms, ShiftTerms, SumTerms
 
 __all__ = ["rebalance", "RebalanceResult", "balancing_element"]
 
@@ -117,6 +118,10 @@ def balancing_element(fam, params) -> Optional[Tensor]:
         return torch.stack([log_s, torch.zeros_like(log_s)], -1)
     if isinstance(ev, SumTerms):
         return -fam.evaluate(params) / ev.group
+    if isinstance(ev, ShiftTerms):  # h + C N Cᵀ u = 0 (least squares where C N Cᵀ is singular)
+        c = ev.coef_matrix(fam.evaluate(params).dtype)
+        gram = c @ torch.diag(torch.tensor(ev.rows_summed(params), dtype=c.dtype)) @ c.T
+        return -torch.linalg.pinv(gram) @ fam.evaluate(params)
     return None
 
 
@@ -126,6 +131,8 @@ def _relative_value(fam, params) -> float:
     ev = fam.evaluator
     if isinstance(ev, SumTerms):
         scale = ev.slot.channel_matrix(params).abs().max()
+    elif isinstance(ev, ShiftTerms):
+        scale = max(float(params[name].abs().max()) for name, _, _ in ev.sources)
     elif isinstance(ev, DiagonalTerms):
         scale = max(float(s.channel_sq(params).max()) for s, _ in ev.terms)
     else:

@@ -33,7 +33,8 @@ def test_rebalance_zeroes_every_reachable_law_and_keeps_the_function(name):
     assert result.after and result.worst <= 1e-10, str(result)
     moved = [n for n in result.after if not torch.allclose(ann.evaluate(model)[n], values[n])]
     assert moved  # it did something: the laws were not balanced at initialisation
-    assert all(why.startswith(("approximate", "T3")) for why in result.skipped.values())
+    assert all(why.startswith("approximate") for why in result.skipped.values())
+    assert name != "resnet18" or any(n.endswith(":shared") for n in result.after)  # T3: bn2.β − downsample.β
 
 
 def test_balanced_rescale_law_by_hand():

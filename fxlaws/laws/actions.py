@@ -17,10 +17,13 @@ one per evaluator:
   ``→ s⁻¹ R(φ)``. The element is ``(log s, φ)`` per block and pair, shape ``(blocks, pairs, 2)``.
 * :class:`~fxlaws.laws.family.SumTerms` (N1, T1, T2, A3): a translation ``v`` of the family's shape;
   every channel of group g gets ``v[g]`` added.
+* :class:`~fxlaws.laws.family.ShiftTerms` (T3): ``u`` of the family's shape ``(combinations, d)``;
+  source i's rows (all of them, or its one row) get ``Σ_k C[k, i] u_k`` added. Each combination's
+  shifts cancel in the value the sources are summed into (that is how they were found), and the
+  generator is the law's own gradient: Noether for a linear law.
 
 An element is a tensor (λ per channel, a stack of matrices, a translation); :func:`random_element`
-draws one as the exponential of a random Lie-algebra element. Shared-shift (T3) families have no
-action here yet (:class:`NotImplementedError` says so).
+draws one as the exponential of a random Lie-algebra element.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor
 
-from .family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, PairTerms, SumTerms
+from .family import BlockGramTerms, DiagonalTerms, GramTerms, LawFamily, PairTerms, ShiftTerms, SumTerms
 
 __all__ = ["act", "random_element", "has_action", "algebra_shape", "exp_element", "ApproximateActionError"]
 
@@ -39,7 +42,7 @@ class ApproximateActionError(ValueError):
     """The family's law is exact only as eps → 0 (N2): so is its action; pass ``approximate=True``."""
 
 
-_ACTED = (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms)
+_ACTED = (DiagonalTerms, GramTerms, BlockGramTerms, PairTerms, SumTerms, ShiftTerms)
 
 
 def has_action(fam: LawFamily) -> bool:
@@ -117,7 +120,7 @@ def act(fam: LawFamily, params: Mapping[str, Tensor], element: Tensor, *,
 
     Raises:
         ApproximateActionError: ``fam`` is approximate and ``approximate`` is False.
-        NotImplementedError: no action for this family's kind yet (A5, T3).
+        NotImplementedError: the family's evaluator has no action here (a user-registered kind).
     """
     if not fam.exact and not approximate:
         raise ApproximateActionError(f"{fam.name} ({fam.theory}) is exact only as eps → 0, and so is its action "
@@ -145,6 +148,13 @@ def act(fam: LawFamily, params: Mapping[str, Tensor], element: Tensor, *,
         for slot, coef, groups in ev.terms:
             mats = pair_matrices(ev, element, inverse_transpose=coef < 0)[torch.tensor(groups, dtype=torch.long)]
             out[slot.param] = slot.mix_channels(current(slot.param), mats)
+    elif isinstance(ev, ShiftTerms):
+        per_source = ev.coef_matrix(element.dtype).T @ element  # (sources, d): Σ_k C[k, i] u_k
+        for (name, axis, row), shift in zip(ev.sources, per_source):
+            p = current(name).movedim(axis, -1)
+            flat = p.reshape(-1, p.shape[-1])
+            flat = flat + shift if row is None else flat.index_add(0, torch.tensor([row]), shift[None])
+            out[name] = flat.reshape(p.shape).movedim(-1, axis)
     else:  # SumTerms: every channel of group g moves by element[g]
         shifts = element.reshape(-1, *element.shape[1:]) if ev.slot.channels // ev.group > 1 else element[None]
         per_channel = shifts.repeat_interleave(ev.group, dim=0)

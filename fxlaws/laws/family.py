@@ -176,6 +176,16 @@ class ShiftTerms:
         s = torch.stack(rows)  # (sources, d)
         return _coef_matrix(self.coefs, s.device, s.dtype) @ s
 
+    def coef_matrix(self, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
+        """``C``, shape ``(combinations, sources)``."""
+        return _coef_matrix(self.coefs, torch.device("cpu") if device is None else device, dtype)
+
+    def rows_summed(self, params: Mapping[str, Tensor]) -> list[int]:
+        """How many rows each source's ``S_i`` adds up (1 for a single row): a shift ``w`` of every
+        summed row moves ``S_i`` by ``n_i w``."""
+        return [1 if row is not None else params[name].numel() // params[name].shape[axis]
+                for name, axis, row in self.sources]
+
 
 class _Template:
     """Data descriptor of ``LawFamily.expr``: a :class:`~fxlaws.laws.symbolic.Deferred` given at

@@ -24,7 +24,7 @@ from torch.func import functional_call
 from ..annotation import Annotation
 from ..capture import normalise_inputs, training_call, unwrap
 from ..laws.actions import act, has_action, pair_matrices, random_element
-from ..laws.family import BlockGramTerms, DiagonalTerms, GramTerms, PairTerms, SumTerms
+from ..laws.family import BlockGramTerms, DiagonalTerms, GramTerms, PairTerms, ShiftTerms, SumTerms
 from .fields import single_threaded_when_small
 from .soundness import _flat_outputs, _random_like
 
@@ -99,6 +99,9 @@ def _predicted(fam, params: dict, element: Tensor) -> Optional[Tensor]:
         return out
     if isinstance(ev, SumTerms):
         return fam.evaluate(params).reshape(-1) + ev.group * element.reshape(-1)
+    if isinstance(ev, ShiftTerms):  # h + C N Cᵀ u, N = the rows each source sums
+        c = ev.coef_matrix(element.dtype)
+        return fam.evaluate(params) + c @ torch.diag(torch.tensor(ev.rows_summed(params), dtype=c.dtype)) @ c.T @ element
     return None
 
 

@@ -17,8 +17,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .api import annotate
-from .drift import DriftTracker
+from ..api import annotate
+from ..drift import DriftTracker
 
 __all__ = ["sgd_persistence", "StudyResult"]
 
@@ -37,7 +37,7 @@ class StudyResult:
 
 
 def _setups():
-    from . import models
+    from .. import models
 
     def resnet():
         model = models.resnet18()
