@@ -30,6 +30,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import ExampleInputsError, UntraceableModelError
 from .registry import decomposition, is_registered_leaf
+from .shape_rules import output_like
 
 __all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap", "SIZE_KEY",
            "one_thread", "propagate_shapes"]
@@ -229,6 +230,11 @@ class _ShapeInterpreter(fx.Interpreter):
     """
 
     def run_node(self, n: fx.Node) -> Any:
+        if n.op in ("call_module", "call_function", "call_method"):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            fast = output_like(self.module, n, args, kwargs)  # the commonest layers, without their meta kernels
+            if fast is not None:
+                return self._record(n, fast)
         try:
             result = super().run_node(n)
         except Exception as exc:
@@ -249,9 +255,9 @@ class _ShapeInterpreter(fx.Interpreter):
         """A tensor: its ``TensorMetadata``; a non-empty tuple or list of tensors: a tuple of theirs;
         numbers and sizes: the value itself (``meta[SIZE_KEY]``); anything else: no record."""
         if isinstance(result, torch.Tensor):
-            n.meta["tensor_meta"] = _extract_tensor_metadata(result)
+            n.meta["tensor_meta"] = _metadata(result)
         elif isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result):
-            n.meta["tensor_meta"] = tuple(_extract_tensor_metadata(r) for r in result)
+            n.meta["tensor_meta"] = tuple(_metadata(r) for r in result)
         elif isinstance(result, (int, float, bool)) or (
                 isinstance(result, (tuple, list)) and all(isinstance(r, int) for r in result)):
             n.meta[SIZE_KEY] = result  # sizes read by later ops (x.shape[0] in fx graphs)
@@ -277,6 +283,12 @@ class _ShapeInterpreter(fx.Interpreter):
         except Exception:
             return None
         return pytree.tree_map_only(torch.Tensor, lambda t: t.to("meta"), out)
+
+
+def _metadata(t: torch.Tensor):
+    """Shape, dtype, strides of ``t``; not its memory format (no pass reads it, and working it out
+    runs Python contiguity checks per node: a third of shape propagation on a CNN)."""
+    return _extract_tensor_metadata(t, include_contiguity=False)
 
 
 def _placeholder_values(model: nn.Module, gm: fx.GraphModule, args: tuple, kwargs: dict) -> list:

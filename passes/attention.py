@@ -240,7 +240,7 @@ def _head_table(value, transposed: bool):
     if transposed:
         value = value.transpose(-1, -2)
     per_b = value.reshape(value.shape[0] if value.dim() > 2 else 1, -1, value.shape[-2], value.shape[-1])
-    if not bool((per_b == per_b[:1]).all()) or not bool((per_b == per_b[:, :, :1]).all()):
+    if not torch.equal(per_b, per_b[:1, :, :1].expand_as(per_b)):
         return None  # differs across the batch or across tokens: not a head layout
     table = per_b[0, :, 0, :]
     if not bool((table == table.round()).all()):
@@ -314,18 +314,23 @@ class _Search:
         head·dh + d; scalar scales, copies and rotary blocks hand their input through unchanged."""
         chains = [ch for c in self.cores for _, ch in c.chains.values()]
         producers = {p for c in self.cores for p, _ in c.chains.values()}
-        reads = {n for c in self.cores for n in (c.q, c.k, c.v)} | {o for o in self.outs.values() if o is not None}
         passthrough = {n: n.args[0] for ch in chains for n in ch
                        if _is_scalar_scale(n) or get_op(n).kind is OpKind.IDENTITY}
         passthrough.update({r.out: r.x for r in self.ropes.values()})  # indices cross a rotary block unchanged
-        reads |= {r.rot for r in self.ropes.values()} | {r.x for r in self.ropes.values()}
-        chain_nodes = set().union(*chains)
-        # x·cos and rot(x)·sin only feed the rotary output, which passes x through: their values are
-        # never read (and cannot be computed from index tensors on a meta-device model's tables).
-        chain_nodes -= {a for r in self.ropes.values() for a in r.out.args}
-        reads |= chain_nodes
-        return _IndexInterpreter(gm, producers, set(self.outs), passthrough, reads,
-                                 _between(gm, producers | set(self.outs), reads) | set(passthrough.values()))
+        order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        reads, needed = set(), set(passthrough.values())
+        for core in self.cores:  # per core: a core's index values come from its own chains only
+            chain_nodes = set().union(*(ch for _, ch in core.chains.values()))
+            ropes = [r for r in self.ropes.values() if r.out in chain_nodes]
+            # x·cos and rot(x)·sin only feed the rotary output, which passes x through: their values are
+            # never read (and cannot be computed from index tensors on a meta-device model's tables).
+            chain_nodes -= {a for r in ropes for a in r.out.args}
+            own = {core.q, core.k, core.v} | {r.rot for r in ropes} | {r.x for r in ropes} | chain_nodes
+            if self.outs.get(core.node) is not None:
+                own.add(self.outs[core.node])
+            reads |= own
+            needed |= _between(order, {p for p, _ in core.chains.values()} | {core.node}, own)
+        return _IndexInterpreter(gm, producers, set(self.outs), passthrough, reads, needed)
 
 
 class AttentionPass(FxlawsPass[AnnotateState]):
@@ -364,6 +369,7 @@ class _HeadLaws:
         self.laws, self.core, self.reads, self.ropes = laws, core, search.reads, search.ropes
         self.proj_in = search.outs[core.node]
         self.module = get_op(core.node).module
+        self._tables: dict = {}
         # Every use of a producer must stay inside this core's chains (exclusivity); where q, k, v
         # come from one packed projection, the rows each reads are checked disjoint (_disjoint).
         self.allowed = set().union(*(ch for _, ch in core.chains.values()))
@@ -382,9 +388,11 @@ class _HeadLaws:
             self._vo()
 
     def _table(self, role: str):
-        core = self.core
-        arg, transposed = {"q": (core.q, False), "k": (core.k, core.k_transposed), "v": (core.v, False)}[role]
-        return _head_table(self.reads.get(arg), transposed)
+        if role not in self._tables:  # read by _disjoint and by each law: compared once
+            core = self.core
+            arg, transposed = {"q": (core.q, False), "k": (core.k, core.k_transposed), "v": (core.v, False)}[role]
+            self._tables[role] = _head_table(self.reads.get(arg), transposed)
+        return self._tables[role]
 
     def _disjoint(self, roles: tuple[str, ...]) -> bool:
         """Rows the law's ``roles`` read share no row with any other role of one shared producer
@@ -501,17 +509,32 @@ class _HeadLaws:
                              "V̄_g V̄_gᵀ − Σ_(h∈G(g)) O_hᵀ O_h" if G != n_heads else "V̄_h V̄_hᵀ − O_hᵀ O_h")
 
 
-def _between(gm: fx.GraphModule, starts: set, ends: set) -> set:
-    """Nodes on a path from ``starts`` to ``ends`` (both included): the only values the index run computes."""
-    below: set = set()
-    for node in gm.graph.nodes:
-        if node in starts or any(a in below for a in node.all_input_nodes):
-            below.add(node)
-    above = set(ends)
-    for node in reversed(gm.graph.nodes):
-        if node in above:
-            above.update(node.all_input_nodes)
-    return (below & above) | starts | ends
+def _between(order: dict, starts: set, ends: set) -> set:
+    """Nodes on a path from ``starts`` to ``ends`` (both included; ``order``: each node's position in
+    the graph): the only values the index run computes. The searches stop at the last end (forward)
+    and the first start (backward), so one core's chains cost what they hold, not the whole graph."""
+    ends = {e for e in ends if e is not None}
+    if not starts or not ends:
+        return set(starts) | ends
+    last, first = max(order[n] for n in ends), min(order[n] for n in starts)
+
+    def reach(seeds: set, step, inside) -> set:
+        seen, stack = set(seeds), list(seeds)
+        while stack:
+            for nxt in step(stack.pop()):
+                if nxt not in seen and inside(order[nxt]):
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    below = reach(set(starts), lambda n: n.users, lambda i: i <= last)
+    above = reach(ends, lambda n: n.all_input_nodes, lambda i: i >= first)
+    return (below & above) | set(starts) | ends
+
+
+def _index_dtype(count: int) -> torch.dtype:
+    """float32 holds every integer below 2²⁴ exactly (and moves half the bytes of float64)."""
+    return torch.float32 if count < 2 ** 24 else torch.float64
 
 
 class _IndexInterpreter(fx.Interpreter):
@@ -569,15 +592,16 @@ class _IndexInterpreter(fx.Interpreter):
     def run_node(self, n: fx.Node):
         tm = n.meta.get("tensor_meta")
         if n in self.producers:
-            value = torch.arange(tm.shape[-1], dtype=torch.float64).expand(*tm.shape).clone()
+            value = torch.arange(tm.shape[-1], dtype=_index_dtype(tm.shape[-1])).expand(*tm.shape).clone()
         elif n in self.cores:
             shape = tuple(tm.shape)  # (batch, *heads, T, dh)
             hs, dh = shape[1:-2], shape[-1]
             n_heads = 1
             for h in hs:
                 n_heads *= h
-            head = torch.arange(n_heads, dtype=torch.float64).view(1, *hs, 1, 1) if hs else torch.zeros(1, 1, 1)
-            value = (head * dh + torch.arange(dh, dtype=torch.float64)).expand(*shape).clone()
+            dtype = _index_dtype(n_heads * dh)
+            head = torch.arange(n_heads, dtype=dtype).view(1, *hs, 1, 1) if hs else torch.zeros(1, 1, 1, dtype=dtype)
+            value = (head * dh + torch.arange(dh, dtype=dtype)).expand(*shape).clone()
         elif n in self.passthrough:
             value = self.env[self.passthrough[n]]
         elif (self.needed is not None and n not in self.needed and isinstance(tm, TensorMetadata)
@@ -596,5 +620,5 @@ class _IndexInterpreter(fx.Interpreter):
                     raise  # a chain node must carry indices faithfully: no law rather than a guess
                 value = torch.zeros(tm.shape, dtype=tm.dtype)  # off the chains: any value will do
         if n in self.reads and isinstance(value, torch.Tensor):
-            self.values[n] = value.to(torch.float64)
+            self.values[n] = value if value.dtype in (torch.float32, torch.float64) else value.to(torch.float64)
         return value
