@@ -384,6 +384,16 @@ def _mul(walk: "Walk", node, op: CanonicalOp, ins):
         return flow.with_(degree=2 * flow.degree, allows_mixing=False, translations=False)
     if is_number(other):
         return flow.with_(translations=False)
+    if op.variant is Arith.MUL:
+        gain = _channel_gain(walk, other, shape_of(node))
+        out = shape_of(node)
+        if (gain is not None and gain[3] == 0.0 and out is not None and shape_of(arg) == out
+                and gain[2] == flow.axis and flow.ndim == len(out)):
+            # LayerScale after a producer: γ_j is channel j's consumer (P's row j × λ, γ_j × 1/λ; R1
+            # with a diagonal consumer). The channels end here; γ opens its own space (_open_scale).
+            walk.add_sink(node, dataclasses.replace(op, weight=gain[0], bias=None), flow, gain[0], gain[1],
+                          allows_mixing=False)
+            return None
     return _scaled(walk, node, op, arg, flow, other)
 
 
@@ -507,6 +517,9 @@ def _gain(walk: "Walk", node) -> Optional[tuple[str, float]]:
         op = get_op(node)
         if op.kind is OpKind.IDENTITY and op.allows_mixing and node.args and isinstance(node.args[0], fx.Node):
             node = node.args[0]
+        elif op.kind is OpKind.RESHAPE and node.args and isinstance(node.args[0], fx.Node) and _unit_axes_only(
+                shape_of(node.args[0]), shape_of(node)):
+            node = node.args[0]  # γ.reshape(1, -1, 1, 1): the same entries, placed on another axis
         elif op.kind is OpKind.ADD and op.variant in (Arith.ADD, Arith.SUB) and len(node.args) == 2 \
                 and not node.kwargs:
             a, b = node.args
@@ -521,24 +534,48 @@ def _gain(walk: "Walk", node) -> Optional[tuple[str, float]]:
     return None
 
 
+def _unit_axes_only(before, after) -> bool:
+    """A reshape that only adds or drops axes of size 1 (the entries keep their order and count)."""
+    return before is not None and after is not None and [d for d in before if d != 1] == [d for d in after if d != 1]
+
+
+def _channel_gain(walk: "Walk", gain: Any, out_shape) -> Optional[tuple[str, int, int, float]]:
+    """``(param, its channel axis, the output axis it scales, c)`` when ``gain`` is a parameter
+    (``γ`` or ``γ + c``, through casts and unit-axis reshapes) with exactly one axis longer than 1
+    that multiplies one axis of ``out_shape`` entry by entry; else None."""
+    found = _gain(walk, gain)
+    param = walk.params.get(found[0]) if found else None
+    g_shape = shape_of(gain) if isinstance(gain, fx.Node) else None
+    if param is None or g_shape is None or out_shape is None or len(g_shape) > len(out_shape):
+        return None
+    long_p = [i for i, d in enumerate(param.shape) if d > 1]
+    long_g = [i for i, d in enumerate(g_shape) if d > 1]
+    if len(long_p) != 1 or len(long_g) != 1:
+        return None
+    out_axis = len(out_shape) - len(g_shape) + long_g[0]
+    if out_shape[out_axis] != param.shape[long_p[0]]:
+        return None
+    return found[0], long_p[0], out_axis, found[1]
+
+
 def _literal(x) -> bool:
     """A Python number written in the graph (not a node carrying one: its value is not known here)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _open_scale(walk: "Walk", node, op: CanonicalOp, shape) -> None:
-    """``y = v ⊙ γ`` with γ a 1-D parameter along the last axis (or ``γ + c``, Gemma's ``1 + w``) and
-    v carrying no channels (the affine step of a hand-written RMSNorm, LayerScale): γ_j scales
-    channel j, a diagonal producer like a norm's affine (THEORY N3)."""
+    """``y = v ⊙ γ`` with γ a parameter with one axis longer than 1 that scales one axis of y entry by
+    entry (or ``γ + c``, Gemma's ``1 + w``; ``γ`` of shape (C, 1, 1) or reshaped to (1, C, 1, 1) on
+    NCHW maps) and v carrying no channels, or channels that ended at γ (a hand-written RMSNorm's
+    affine, LayerScale): γ_j scales channel j, a diagonal producer like a norm's affine (THEORY N3)."""
     if op.variant is not Arith.MUL or len(node.args) != 2:
         return
     for gamma, value in (node.args, node.args[::-1]):
-        found = _gain(walk, gamma)
-        param = walk.params.get(found[0]) if found else None
-        if (param is not None and param.dim() == 1 and isinstance(value, fx.Node) and shape_of(value) == shape
-                and param.shape[0] == shape[-1] > 1):
-            scale = dataclasses.replace(op, weight=found[0], bias=None)
-            walk.open_space(node, scale, shape, len(shape) - 1, 0, "norm", allows_mixing=False, constant=found[1])
+        found = _channel_gain(walk, gamma, shape)
+        if found is not None and isinstance(value, fx.Node) and shape_of(value) == shape and shape[found[2]] > 1:
+            param, p_axis, out_axis, constant = found
+            scale = dataclasses.replace(op, weight=param, bias=None)
+            walk.open_space(node, scale, shape, out_axis, p_axis, "norm", allows_mixing=False, constant=constant)
             return
 
 

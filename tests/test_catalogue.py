@@ -409,6 +409,37 @@ def test_r1_grouped_consumer_by_hand():
     assert ann.coverage == pytest.approx(1 - 6 / sum(t.numel() for t in p.values()))  # all but c2.bias
 
 
+class _LayerScaled(nn.Module):
+    """``x + γ ⊙ (W x + b)`` (LayerScale before a residual, as in ConvNeXt and CaiT): channels-last
+    with ``γ`` of shape (C,), NCHW with ``γ.reshape(1, -1, 1, 1)`` or with ``γ`` of shape (C, 1, 1)."""
+
+    def __init__(self, layout: str):
+        super().__init__()
+        self.layout = layout
+        self.proj = nn.Linear(4, 4) if layout == "last" else nn.Conv2d(4, 4, 1)
+        self.gamma = nn.Parameter(torch.rand(4, 1, 1) + 0.5 if layout == "c11" else torch.rand(4) + 0.5)
+
+    def forward(self, x):
+        g = self.gamma.reshape(1, -1, 1, 1) if self.layout == "reshaped" else self.gamma
+        return x + self.proj(x) * g
+
+
+@pytest.mark.parametrize("layout", ["last", "reshaped", "c11"])
+def test_layerscale_is_its_producers_consumer_by_hand(layout):
+    """R1 with a diagonal consumer: P's row j and bias × λ, γ_j × 1/λ keep γ_j (P x)_j; nothing else
+    reads P's output, so per channel ``‖W_j‖² + b_j² − γ_j²`` is conserved (4 laws; the residual add
+    breaks every other law here)."""
+    model = _LayerScaled(layout).double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64) if layout == "last" else img(c=4).double()
+    ann = annotate(model, x)
+    (fam,) = ann.laws
+    assert (fam.theory, fam.count) == ("R1", 4)
+    p = params_of(model)
+    hand = sq_rows(p["proj.weight"]) + p["proj.bias"] ** 2 - p["gamma"].reshape(-1) ** 2
+    torch.testing.assert_close(fam.evaluate(p).reshape(-1), hand, rtol=1e-12, atol=1e-12)
+    assert_sound(model, ann, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # N1 / N2 / N3: normalisation layers
 # ---------------------------------------------------------------------------------------------

@@ -288,11 +288,13 @@ def _micro_timm_resnet():
 
 
 def _micro_timm_convnext():
-    from timm.models.convnext import ConvNeXt
+    from timm.models.convnext import ConvNeXtBlock
 
-    return (ConvNeXt(in_chans=1, num_classes=3, depths=(1, 1, 1, 1), dims=(2, 2, 2, 2), kernel_sizes=3,
-                     patch_size=2),
-            (_micro_image(32),), "model")
+    # the whole micro model (4 stages, 32×32 so that the last stage's 3×3 taps all see data) passed
+    # 16 GB in the rank computation: one block, on a 3×3 map (every tap of the 3×3 kernel is used)
+    # (3 channels: a LayerNorm over 2 leaves its output on a line, which adds a law of the micro size only)
+    return (ConvNeXtBlock(3, kernel_size=3, mlp_ratio=2), (_micro_image(3, 3),),
+            "block: timm ConvNeXtBlock (depth-wise 3x3, LayerNorm over permuted channels)")
 
 
 def _micro_timm_vit():
@@ -334,10 +336,12 @@ def _micro_tv_resnet():
 
 
 def _micro_tv_convnext():
-    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    from torchvision.models.convnext import CNBlock
 
-    return ConvNeXt([CNBlockConfig(2, 4, 1), CNBlockConfig(4, None, 1)], num_classes=3), (
-        _micro_image(8, 3),), "model"
+    # one block on a 7×7 map: every tap of its depth-wise 7×7 kernel sees data (a whole model small
+    # enough for the rank computation leaves its last stage at 1×1, where 48 of 49 taps are idle)
+    return CNBlock(3, layer_scale=1e-6, stochastic_depth_prob=0.0), (_micro_image(7, 3),), (
+        "block: torchvision CNBlock (depth-wise 7x7, LayerNorm over permuted channels)")
 
 
 def _micro_tv_efficientnet():
@@ -349,10 +353,11 @@ def _micro_tv_efficientnet():
 
 
 def _micro_tv_swin():
-    from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.swin_transformer import SwinTransformerBlock
 
-    return (SwinTransformer(patch_size=[2, 2], embed_dim=4, depths=[1, 1], num_heads=[2, 2], window_size=[2, 2],
-                            mlp_ratio=1.0, stochastic_depth_prob=0.0, num_classes=3), (_micro_image(8, 3),), "model")
+    x = torch.randn(MB, 4, 4, 4, generator=torch.Generator().manual_seed(0), dtype=DT)  # (B, H, W, C)
+    return (SwinTransformerBlock(4, 2, window_size=[2, 2], shift_size=[1, 1], mlp_ratio=1.0), (x,),
+            "block: torchvision SwinTransformerBlock (shifted 2x2 windows, relative position bias)")
 
 
 def _micro_tv_mobilenet():
