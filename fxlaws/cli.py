@@ -393,19 +393,19 @@ def _cmd_teleport_study(args) -> int:
         study = teleport_study(args.tasks, args.optimizers, seeds=args.seeds, steps=args.steps, every=args.every,
                                teleport_steps=args.teleport_steps, teleport_lrs=args.teleport_lr, corpus=args.corpus,
                                progress=_progress)
-    except (FileNotFoundError, ImportError) as exc:  # no corpus, no scikit-learn: the message says what to do
+    except (FileNotFoundError, ImportError, ValueError) as exc:  # no corpus, no scikit-learn, a bad count
         raise _UsageError(str(exc)) from exc
     for name, text in study.descriptions.items():
         print(f"{name}: {text}; learning rates {study.settings[f'{name}_lr']}")
     settings = {k: v for k, v in study.settings.items() if not k.endswith("_lr")}
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    plot_teleport(study, args.output)
-    print(f"wrote {args.output}")
-    if args.json:
+    if args.json:  # first: the runs survive a failing plot
         with open(args.json, "w") as fh:
             json.dump({"settings": study.settings, "descriptions": study.descriptions,
                        "runs": [dataclasses.asdict(r) for r in study.runs]}, fh)
         print(f"wrote {args.json}")
+    plot_teleport(study, args.output)
+    print(f"wrote {args.output}")
     print()  # the table README shows, as printed here
     print(table(study))
     return 0

@@ -119,9 +119,10 @@ def balancing_element(fam, params) -> Optional[Tensor]:
     if isinstance(ev, SumTerms):
         return -fam.evaluate(params) / ev.group
     if isinstance(ev, ShiftTerms):  # h + C N Cᵀ u = 0 (least squares where C N Cᵀ is singular)
-        c = ev.coef_matrix(fam.evaluate(params).dtype)
-        gram = c @ torch.diag(torch.tensor(ev.rows_summed(params), dtype=c.dtype)) @ c.T
-        return -torch.linalg.pinv(gram) @ fam.evaluate(params)
+        h = fam.evaluate(params)
+        c = ev.coef_matrix(h.dtype, h.device)
+        gram = c @ torch.diag(torch.tensor(ev.rows_summed(params), dtype=c.dtype, device=c.device)) @ c.T
+        return -torch.linalg.pinv(gram) @ h
     return None
 
 

@@ -17,6 +17,7 @@ kind its lookup entries in :mod:`fxlaws.rules`); test it on a tiny graph (tests/
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
@@ -384,7 +385,8 @@ def _mul(walk: "Walk", node, op: CanonicalOp, ins):
         return flow.with_(degree=2 * flow.degree, allows_mixing=False, translations=False)
     if is_number(other):
         return flow.with_(translations=False)
-    if op.variant is Arith.MUL:
+    if op.variant is Arith.MUL and not _in_place(node) and flow.route is None and flow.experts == 1:
+        # (routed expert rows: one γ is shared by every expert's channel, no per-channel consumer)
         gain = _channel_gain(walk, other, shape_of(node))
         out = shape_of(node)
         if (gain is not None and gain[3] == 0.0 and out is not None and shape_of(arg) == out
@@ -534,6 +536,18 @@ def _gain(walk: "Walk", node) -> Optional[tuple[str, float]]:
     return None
 
 
+def _in_place(node: fx.Node) -> bool:
+    """``h *= g``, ``h.mul_(g)``, ``out=``: the result aliases its input, which other readers see changed
+    too, so the value cannot be treated as a new one (a gain there is not a consumer or a producer)."""
+    t = node.target
+    if node.kwargs.get("out") is not None or t in (operator.imul, operator.iadd, operator.isub, operator.itruediv):
+        return True
+    if node.op == "call_method":
+        return str(t).endswith("_")
+    schema = getattr(t, "_schema", None)
+    return bool(schema is not None and schema.is_mutable)
+
+
 def _unit_axes_only(before, after) -> bool:
     """A reshape that only adds or drops axes of size 1 (the entries keep their order and count)."""
     return before is not None and after is not None and [d for d in before if d != 1] == [d for d in after if d != 1]
@@ -568,7 +582,7 @@ def _open_scale(walk: "Walk", node, op: CanonicalOp, shape) -> None:
     entry (or ``γ + c``, Gemma's ``1 + w``; ``γ`` of shape (C, 1, 1) or reshaped to (1, C, 1, 1) on
     NCHW maps) and v carrying no channels, or channels that ended at γ (a hand-written RMSNorm's
     affine, LayerScale): γ_j scales channel j, a diagonal producer like a norm's affine (THEORY N3)."""
-    if op.variant is not Arith.MUL or len(node.args) != 2:
+    if op.variant is not Arith.MUL or len(node.args) != 2 or _in_place(node):
         return
     for gamma, value in (node.args, node.args[::-1]):
         found = _channel_gain(walk, gamma, shape)

@@ -440,6 +440,43 @@ def test_layerscale_is_its_producers_consumer_by_hand(layout):
     assert_sound(model, ann, x)
 
 
+def test_a_gain_after_routed_experts_or_applied_in_place_is_no_consumer():
+    """Review counterexamples: one γ shared by every expert's rows (routed channels e·n + i) is not a
+    per-channel consumer (8 "laws" on a γ of 4 entries, evaluate failed), and ``h.mul_(g)`` mutates a
+    value other readers hold. Neither gets a gain law; what is attached stays sound."""
+
+    class Routed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(2, 4, 4, dtype=torch.float32))  # grouped_mm: no float64
+            self.g = nn.Parameter(torch.rand(4, dtype=torch.float32) + 0.5)
+            self.head = nn.Linear(4, 2, dtype=torch.float32)
+
+        def forward(self, x, offs):
+            return self.head(torch.relu(torch._grouped_mm(x, self.w1, offs=offs)) * self.g)
+
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head, self.head2 = nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(6, 3)
+            self.g = nn.Parameter(torch.rand(6) + 0.5)
+
+        def forward(self, x):
+            h = self.fc(x)
+            r = h
+            h.mul_(self.g)
+            return self.head(h) + self.head2(r)
+
+    routed = Routed()
+    ann = fxlaws.annotate(routed, (torch.randn(6, 4, dtype=torch.float32), torch.tensor([2, 6], dtype=torch.int32)))
+    assert not any("g" in fam.params for fam in ann.laws)
+    model = InPlace().double()
+    x = vec(d=4).double()
+    ann = annotate(model, x)
+    assert not any("g" in fam.params for fam in ann.laws)
+    assert_sound(model, ann, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # N1 / N2 / N3: normalisation layers
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ MODULES = [
     (nn.BatchNorm1d(4), (_meta(3, 4),)),
     (nn.BatchNorm1d(4), (_meta(3, 4, 9),)),
     (nn.BatchNorm2d(4), (_meta(2, 4, 5, 5),)),
-    (nn.BatchNorm3d(4, track_running_stats=False), (_meta(2, 4, 3, 3, 3),)),
+    (nn.BatchNorm3d(4), (_meta(2, 4, 3, 3, 3),)),
     (nn.GroupNorm(2, 4), (_meta(2, 4, 5),)),
     (nn.Conv2d(3, 8, 3), (_meta(2, 3, 9, 9),)),
     (nn.Conv2d(3, 8, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2)), (_meta(2, 3, 9, 11),)),
@@ -81,7 +81,8 @@ def test_function_rules_equal_the_meta_kernels(fn, args, kwargs):
 
 @pytest.mark.parametrize("case", ["linear features", "linear dtype", "layernorm shape", "batchnorm channels",
                                   "conv channels", "conv too small", "conv same padding", "add shapes", "bool sub",
-                                  "sdpa mask", "real input", "subclass"])
+                                  "sdpa mask", "real input", "subclass", "hooked", "batch statistics",
+                                  "pool rank", "dropout p"])
 def test_no_rule_where_the_kernel_must_decide(case):
     """Each case is one the kernel rejects or a form the rules leave to the kernel: no answer."""
 
@@ -99,11 +100,17 @@ def test_no_rule_where_the_kernel_must_decide(case):
         "conv same padding": (nn.Conv2d(3, 8, 3, padding="same"), _meta(2, 3, 9, 9)),
         "real input": (nn.Linear(5, 7), torch.zeros(2, 5)),
         "subclass": (MyReLU(), _meta(2, 3)),
+        "batch statistics": (nn.BatchNorm2d(4, track_running_stats=False), _meta(1, 4, 1, 1)),
+        "pool rank": (nn.AdaptiveAvgPool2d((2, 2, 2)), _meta(2, 3, 5, 5)),
     }
+    hooked = nn.Linear(5, 7)
+    hooked.register_forward_hook(lambda mod, inputs, out: out.unsqueeze(0))  # a hook may reshape
+    modules["hooked"] = (hooked, _meta(2, 5))
     functions = {
         "add shapes": (operator.add, (_meta(2, 3), _meta(4))),
         "bool sub": (operator.sub, (_meta(2, dtype=torch.bool), _meta(2, dtype=torch.bool))),
         "sdpa mask": (F.scaled_dot_product_attention, (_meta(5, 8), _meta(7, 8), _meta(7, 3), _meta(5, 7))),
+        "dropout p": (F.dropout, (_meta(4, 3), 2.0)),
     }
     if case in modules:
         module, x = modules[case]
@@ -117,6 +124,14 @@ def test_no_rule_where_the_kernel_must_decide(case):
         graph = fx.Graph()
         node = graph.call_function(fn, tuple(graph.placeholder(f"x{i}") for i in range(len(args))))
         assert output_like(fx.GraphModule(nn.Module(), graph), node, args, {}) is None
+
+
+def test_sizes_come_from_the_weights_not_from_attributes():
+    """A Linear whose weight was replaced (tied to a larger table) keeps a stale ``out_features``."""
+    lin = nn.Linear(3, 2)
+    lin.weight = nn.Parameter(torch.randn(5, 3))
+    lin.bias = None
+    _check(lin, _meta(4, 3))
 
 
 def test_a_bad_input_still_names_the_node():

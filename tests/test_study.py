@@ -63,7 +63,10 @@ def test_cli_study_teleport_writes_figure_table_and_runs(tmp_path, capsys):
 
 
 def test_cli_study_teleport_without_its_corpus_says_what_to_do(tmp_path, capsys):
-    assert main(["study", "teleport", "--tasks", "gpt", "--corpus", str(tmp_path / "missing.txt"),
+    # the gpt task comes second: its corpus is checked before the mlp task trains
+    assert main(["study", "teleport", "--tasks", "mlp", "gpt", "--corpus", str(tmp_path / "missing.txt"),
                  "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "missing.txt" in err and "--corpus" in err
+    assert "missing.txt" in err and "--corpus" in err and "mlp" not in err
+    assert main(["study", "teleport", "--tasks", "mlp", "--every", "0", "-o", str(tmp_path / "x.png")]) == 2
+    assert "positive" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

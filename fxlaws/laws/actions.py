@@ -96,7 +96,7 @@ def random_element(fam: LawFamily, scale: float = 0.3, generator: Optional[torch
 def pair_matrices(ev: PairTerms, element: Tensor, inverse_transpose: bool = False) -> Tensor:
     """``(blocks, dh, dh)``: the identity with ``s R(φ)`` (or its inverse transpose ``s⁻¹ R(φ)``) on
     each rotary pair's two dimensions."""
-    mats = torch.eye(ev.dh, dtype=element.dtype).repeat(ev.blocks, 1, 1)
+    mats = torch.eye(ev.dh, dtype=element.dtype, device=element.device).repeat(ev.blocks, 1, 1)
     for f, (d1, d2) in enumerate(ev.pairs):
         s = torch.exp(-element[:, f, 0] if inverse_transpose else element[:, f, 0])
         c, n = torch.cos(element[:, f, 1]), torch.sin(element[:, f, 1])
@@ -149,11 +149,12 @@ def act(fam: LawFamily, params: Mapping[str, Tensor], element: Tensor, *,
             mats = pair_matrices(ev, element, inverse_transpose=coef < 0)[torch.tensor(groups, dtype=torch.long)]
             out[slot.param] = slot.mix_channels(current(slot.param), mats)
     elif isinstance(ev, ShiftTerms):
-        per_source = ev.coef_matrix(element.dtype).T @ element  # (sources, d): Σ_k C[k, i] u_k
+        per_source = ev.coef_matrix(element.dtype, element.device).T @ element  # (sources, d): Σ_k C[k, i] u_k
         for (name, axis, row), shift in zip(ev.sources, per_source):
             p = current(name).movedim(axis, -1)
             flat = p.reshape(-1, p.shape[-1])
-            flat = flat + shift if row is None else flat.index_add(0, torch.tensor([row]), shift[None])
+            flat = flat + shift if row is None else flat.index_add(0, torch.tensor([row], device=flat.device),
+                                                                     shift[None])
             out[name] = flat.reshape(p.shape).movedim(-1, axis)
     else:  # SumTerms: every channel of group g moves by element[g]
         shifts = element.reshape(-1, *element.shape[1:]) if ev.slot.channels // ev.group > 1 else element[None]

@@ -143,9 +143,11 @@ def teleport_study(tasks=("mlp", "cnn", "gpt"), optimizers=("sgd", "adam"), *, s
     """
     settings = dict(seeds=seeds, steps=steps, every=every, eval_every=eval_every, teleport_steps=teleport_steps,
                     teleport_lrs=list(teleport_lrs), dtype=str(dtype).replace("torch.", ""))
+    if seeds < 1 or steps < 1 or every < 1 or eval_every < 1:
+        raise ValueError("seeds, steps, every and eval_every must be positive")
+    built = [make_task(name, dtype=dtype, corpus=corpus) for name in tasks]  # a missing corpus fails before any run
     runs, descriptions = [], {}
-    for name in tasks:
-        task = make_task(name, dtype=dtype, corpus=corpus)
+    for name, task in zip(tasks, built):
         descriptions[name] = task.description
         settings[f"{name}_lr"] = {"sgd": task.sgd_lr, "adam": task.adam_lr}
         torch.manual_seed(0)

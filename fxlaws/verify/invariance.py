@@ -100,8 +100,9 @@ def _predicted(fam, params: dict, element: Tensor) -> Optional[Tensor]:
     if isinstance(ev, SumTerms):
         return fam.evaluate(params).reshape(-1) + ev.group * element.reshape(-1)
     if isinstance(ev, ShiftTerms):  # h + C N Cᵀ u, N = the rows each source sums
-        c = ev.coef_matrix(element.dtype)
-        return fam.evaluate(params) + c @ torch.diag(torch.tensor(ev.rows_summed(params), dtype=c.dtype)) @ c.T @ element
+        c = ev.coef_matrix(element.dtype, element.device)
+        n = torch.tensor(ev.rows_summed(params), dtype=c.dtype, device=c.device)
+        return fam.evaluate(params) + c @ torch.diag(n) @ c.T @ element
     return None
 
 
