@@ -2,9 +2,8 @@
 
 Shape propagation on the meta device runs every op's meta kernel; for layer/batch norms, Linear,
 GELU and SDPA those are Python decompositions costing 0.5–2.5 ms a call (convolutions, pooling and
-broadcasting arithmetic 0.2–0.4 ms), most of annotate's time on
-a ViT or ConvNeXt (ViT-B/16: 0.17 s of shape propagation against a 0.1 s fx trace). Here the output of
-those ops is written down directly, **only** where every precondition the kernel would check holds
+broadcasting arithmetic 0.2–0.4 ms), most of annotate's time on a ViT or ConvNeXt (ViT-B/16: 0.17 s
+of shape propagation against a 0.1 s fx trace). Here the output of those ops is written down directly, **only** where every precondition the kernel would check holds
 (exact module types, matching feature sizes and dtypes, every input on meta); anything else returns
 None and the kernel runs, so a bad input still fails with the kernel's own error.
 
@@ -13,9 +12,8 @@ None and the kernel runs, so a bad input still fails with the kernel's own error
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
 import operator
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
