@@ -107,11 +107,8 @@ def balancing_element(fam, params) -> Optional[Tensor]:
         return a[0] if isinstance(ev, GramTerms) else a
     if isinstance(ev, PairTerms):
         q = {1: 0, -1: 0}
-        for slot, coef, groups in ev.terms:
-            v = slot.channel_sq(params).view(len(groups), ev.dh)
-            per = torch.stack([v[:, a] + v[:, b] for a, b in ev.pairs], 1)
-            q[1 if coef > 0 else -1] = q[1 if coef > 0 else -1] + torch.zeros(
-                ev.blocks, len(ev.pairs), dtype=v.dtype).index_add(0, torch.tensor(groups), abs(coef) * per)
+        for coef, groups, per in ev.pair_squares(params):
+            q[1 if coef > 0 else -1] = q[1 if coef > 0 else -1] + ev.to_blocks(abs(coef) * per, groups)
         reachable = (q[1] > 0) & (q[-1] > 0)  # a pair with all-zero query or key rows has no balance
         log_s = torch.where(reachable, 0.25 * (torch.log(q[-1].clamp(min=1e-300)) - torch.log(q[1].clamp(min=1e-300))),
                             torch.zeros_like(q[1]))
@@ -120,9 +117,7 @@ def balancing_element(fam, params) -> Optional[Tensor]:
         return -fam.evaluate(params) / ev.group
     if isinstance(ev, ShiftTerms):  # h + C N Cᵀ u = 0 (least squares where C N Cᵀ is singular)
         h = fam.evaluate(params)
-        c = ev.coef_matrix(h.dtype, h.device)
-        gram = c @ torch.diag(torch.tensor(ev.rows_summed(params), dtype=c.dtype, device=c.device)) @ c.T
-        return -torch.linalg.pinv(gram) @ h
+        return -torch.linalg.pinv(ev.shift_gram(params, h.dtype, h.device)) @ h
     return None
 
 

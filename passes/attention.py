@@ -604,9 +604,6 @@ class _IndexInterpreter(fx.Interpreter):
             value = (head * dh + torch.arange(dh, dtype=dtype)).expand(*shape).clone()
         elif n in self.passthrough:
             value = self.env[self.passthrough[n]]
-        elif (self.needed is not None and n not in self.needed and isinstance(tm, TensorMetadata)
-              and n.op in ("call_function", "call_module", "call_method")):
-            value = torch.empty(tm.shape, dtype=tm.dtype, device="meta")  # off the chains: its shape is enough
         elif get_op(n).kind is OpKind.RESHAPE and isinstance(n.args[0], fx.Node):
             # index tensors may be laid out differently from the real values: view ≡ reshape here
             value = self.env[n.args[0]].reshape(tm.shape)

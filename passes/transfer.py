@@ -387,8 +387,8 @@ def _mul(walk: "Walk", node, op: CanonicalOp, ins):
         return flow.with_(translations=False)
     if op.variant is Arith.MUL and not _in_place(node) and flow.route is None and flow.experts == 1:
         # (routed expert rows: one γ is shared by every expert's channel, no per-channel consumer)
-        gain = _channel_gain(walk, other, shape_of(node))
         out = shape_of(node)
+        gain = _channel_gain(walk, other, out)
         if (gain is not None and gain[3] == 0.0 and out is not None and shape_of(arg) == out
                 and gain[2] == flow.axis and flow.ndim == len(out)):
             # LayerScale after a producer: γ_j is channel j's consumer (P's row j × λ, γ_j × 1/λ; R1

@@ -75,6 +75,11 @@ class GramTerms:
         return out
 
 
+def _into_blocks(per_head: Tensor, groups: tuple[int, ...], blocks: int) -> Tensor:
+    """Head h's slice of ``per_head`` added into block ``groups[h]``: shape ``(blocks, …)``."""
+    return per_head.new_zeros(blocks, *per_head.shape[1:]).index_add(0, index_tensor(groups, per_head.device), per_head)
+
+
 @dataclass(frozen=True)
 class BlockGramTerms:
     """Per-group Gram laws over heads: ``H[g] = Σ_t coef_t Σ_{h: groups_t[h] = g} M_t^{(h)} M_t^{(h)ᵀ}``.
@@ -97,8 +102,7 @@ class BlockGramTerms:
 
     def to_blocks(self, per_head: Tensor, groups: tuple[int, ...]) -> Tensor:
         """Per-head matrices summed into their blocks: ``(blocks, dh, dh)``."""
-        index = index_tensor(groups, per_head.device)
-        return per_head.new_zeros(self.blocks, *per_head.shape[1:]).index_add(0, index, per_head)
+        return _into_blocks(per_head, groups, self.blocks)
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
         out = None
@@ -122,14 +126,25 @@ class PairTerms:
     def squares(self) -> list[tuple[str, int]]:
         return [(slot.param, slot.axis) for slot, _, _ in self.terms if slot.reads_squares]
 
-    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
-        out = None
+    def pair_squares(self, params: Mapping[str, Tensor]) -> list[tuple[float, tuple[int, ...], Tensor]]:
+        """``(coef_t, groups_t, per head and pair ‖row d1‖² + ‖row d2‖²)`` per term, shape ``(heads, pairs)``
+        (also read by the group action's check and by rebalancing)."""
+        out = []
         for slot, coef, groups in self.terms:
             v = slot.channel_sq(params).view(len(groups), self.dh)
             first = index_tensor(tuple(a for a, _ in self.pairs), v.device)
             second = index_tensor(tuple(b for _, b in self.pairs), v.device)
-            per_head = v[:, first] + v[:, second]
-            g = per_head.new_zeros(self.blocks, len(self.pairs)).index_add(0, index_tensor(groups, v.device), per_head)
+            out.append((coef, groups, v[:, first] + v[:, second]))
+        return out
+
+    def to_blocks(self, per_head: Tensor, groups: tuple[int, ...]) -> Tensor:
+        """Per-head values summed into their blocks: ``(blocks, pairs)``."""
+        return _into_blocks(per_head, groups, self.blocks)
+
+    def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for coef, groups, per_head in self.pair_squares(params):
+            g = self.to_blocks(per_head, groups)
             g = g if coef == 1 else g * coef
             out = g if out is None else out + g
         return out
@@ -185,6 +200,12 @@ class ShiftTerms:
         summed row moves ``S_i`` by ``n_i w``."""
         return [1 if row is not None else params[name].numel() // params[name].shape[axis]
                 for name, axis, row in self.sources]
+
+    def shift_gram(self, params: Mapping[str, Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``C N Cᵀ`` (N = :meth:`rows_summed` on the diagonal): the group element ``u`` moves the law
+        to ``h + C N Cᵀ u`` (read by the action's check and by rebalancing)."""
+        c = self.coef_matrix(dtype, device)
+        return c @ torch.diag(torch.tensor(self.rows_summed(params), dtype=dtype, device=device)) @ c.T
 
 
 class _Template:

@@ -7,7 +7,7 @@ against the change round-off alone makes (every parameter moved at float64's pre
 (families that hold only under softmax cross-entropy, T1: the log-softmax of the output); and the
 family's own values are compared with what the group predicts (rescale: each term's channel squares
 times ``λ^{2c}``; GL: ``A G Aᵀ`` on producers, ``A^{-T} G A^{-1}`` on consumers; translation: ``h +
-|group|·v``).
+|group|·v``; shared shifts: ``h + C N Cᵀ u``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from ..annotation import Annotation
 from ..capture import normalise_inputs, training_call, unwrap
-from ..laws.actions import act, has_action, pair_matrices, random_element
+from ..laws.actions import act, has_action, random_element
 from ..laws.family import BlockGramTerms, DiagonalTerms, GramTerms, PairTerms, ShiftTerms, SumTerms
 from .fields import single_threaded_when_small
 from .soundness import _flat_outputs, _random_like
@@ -90,19 +90,15 @@ def _predicted(fam, params: dict, element: Tensor) -> Optional[Tensor]:
         return out
     if isinstance(ev, PairTerms):  # rotations keep each pair's squares; the scale multiplies them by s^±2
         out = None
-        for slot, coef, groups in ev.terms:
-            v = slot.channel_sq(params).view(len(groups), ev.dh)
-            per = torch.stack([v[:, a] + v[:, b] for a, b in ev.pairs], 1)  # (heads, pairs)
+        for coef, groups, per in ev.pair_squares(params):
             s2 = torch.exp(2 * coef * element[..., 0])[torch.tensor(groups)]
-            g = torch.zeros(ev.blocks, len(ev.pairs), dtype=v.dtype).index_add(0, torch.tensor(groups), coef * s2 * per)
+            g = ev.to_blocks(coef * s2 * per, groups)
             out = g if out is None else out + g
         return out
     if isinstance(ev, SumTerms):
         return fam.evaluate(params).reshape(-1) + ev.group * element.reshape(-1)
-    if isinstance(ev, ShiftTerms):  # h + C N Cᵀ u, N = the rows each source sums
-        c = ev.coef_matrix(element.dtype, element.device)
-        n = torch.tensor(ev.rows_summed(params), dtype=c.dtype, device=c.device)
-        return fam.evaluate(params) + c @ torch.diag(n) @ c.T @ element
+    if isinstance(ev, ShiftTerms):
+        return fam.evaluate(params) + ev.shift_gram(params, element.dtype, element.device) @ element
     return None
 
 
