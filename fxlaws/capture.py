@@ -8,7 +8,9 @@ opaque. Front ends:
   kept as an opaque leaf and tracing is retried; no law crosses an opaque module.
 * ``"export"``: ``torch.export.export(strict=False)``, unlifted (parameters as ``get_attr``; aten
   ops, which normalise maps to their torch equivalents).
-* ``"auto"``: whole-model fx, then export, then fx with untraceable submodules kept opaque.
+* ``"auto"``: whole-model fx, then export, then fx with untraceable submodules kept opaque. An fx
+  graph that calls ``torch.fx.wrap``-ped functions fxlaws has no rule for is exported instead
+  (:func:`wrapped_calls`), keeping the fx graph if export fails.
 
 Capture never mutates the user's model: shape propagation runs in eval mode under ``no_grad`` and
 every module's train/eval flag (and every buffer) is restored afterwards.
@@ -29,16 +31,16 @@ from torch import nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import ExampleInputsError, UntraceableModelError
+from .meta import SIZE_KEY
 from .registry import decomposition, is_registered_leaf
 from .shape_rules import output_like
 
-__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap", "SIZE_KEY",
+__all__ = ["Capture", "capture", "normalise_inputs", "run_graph", "training_call", "unwrap", "wrapped_calls", "SIZE_KEY",
            "one_thread", "propagate_shapes"]
 
 log = logging.getLogger(__name__)
 
 _MAX_OPAQUE_RETRIES = 64
-SIZE_KEY = "fxlaws_size"  #: node.meta key of the number / size a non-tensor node computed at capture
 _MAX_STAND_IN_NUMEL = 1 << 24  # activations a data-dependent op may read on CPU for a meta model
 _EXPORT_FIRST = (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
                  nn.TransformerDecoderLayer)
@@ -505,6 +507,25 @@ def training_call(model: nn.Module, kwargs: dict) -> list[str]:
             "(pass use_cache=True in the example inputs to analyse the call with caches)."]
 
 
+def wrapped_calls(gm: fx.GraphModule) -> list[str]:
+    """Names of the Python functions an fx graph calls as single nodes with no rule of their own.
+
+    torch.fx records a call instead of tracing into a function only when a library hands it to
+    ``torch.fx.wrap`` (torchvision's ``shifted_window_attention``, written with shape-dependent
+    control flow): fxlaws cannot see inside, so no law crosses it. torch.export traces through them.
+    """
+    from .rules import rule_for
+
+    names = []
+    for n in gm.graph.nodes:
+        target = n.target
+        if (n.op == "call_function" and inspect.isfunction(target) and not hasattr(target, "__fxlaws_function__")
+                and (getattr(target, "__module__", None) or "torch").partition(".")[0] != "torch"
+                and rule_for(n)[0] is None):
+            names.append(f"{target.__module__}.{target.__qualname__}")
+    return sorted(set(names))
+
+
 def _meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     to_meta = lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v  # noqa: E731
     return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
@@ -562,6 +583,16 @@ def capture(
             if hooked:  # torch.export runs Module.__call__, hooks included; fx calls forward only
                 raise UntraceableModelError(f"forward hooks on {hooked[:3]} (fx does not trace hooks)")
             gm, opaque = _trace_fx(model, (), {}, retries=1)
+            hidden = wrapped_calls(gm)
+            if hidden:  # functions fx only records a call of: export sees inside them
+                try:
+                    gm, inputs = _trace_export(model, args, kwargs)
+                    used = "export"
+                    notes.append(f"Captured with torch.export: torch.fx records {', '.join(hidden)} as single calls "
+                                 "(torch.fx.wrap-ped functions, opaque to it); torch.export traces through them.")
+                except Exception as export_error:  # noqa: BLE001 - keep the fx graph, with those calls opaque
+                    log.info("fx graph calls %s opaquely; torch.export failed too (%s): keeping the fx graph",
+                             hidden, str(export_error).splitlines()[0][:120])
         except UntraceableModelError as fx_error:
             try:
                 gm, inputs = _trace_export(model, args, kwargs)

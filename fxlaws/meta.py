@@ -14,6 +14,7 @@ from .errors import PassOrderError
 from .vocabulary import Arith, NormKind, OpKind
 
 META_KEY = "fxlaws"
+SIZE_KEY = "fxlaws_size"  #: node.meta key of the number / size a non-tensor node computed at capture
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,10 @@ def is_number(arg) -> bool:
     if isinstance(arg, (int, float)):
         return True
     return getattr(arg, "op", None) in ("call_function", "call_method") and "tensor_meta" not in arg.meta
+
+
+def size_of(arg) -> Optional[int]:
+    """An integer argument: a Python int, or a graph value capture recorded as one (``H % ws`` on
+    ``x.shape`` in an fx graph); None otherwise."""
+    value = arg.meta.get(SIZE_KEY) if hasattr(arg, "meta") else arg
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

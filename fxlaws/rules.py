@@ -18,10 +18,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .meta import CanonicalOp, is_number
+from .meta import CanonicalOp, is_number, size_of
 from .vocabulary import Arith, NormKind, OpKind
 
-__all__ = ["OpContext", "Rule", "MODULES", "FUNCTIONS", "METHODS", "ATEN", "rule_for", "torch_equivalent",
+__all__ = ["OpContext", "Rule", "MODULES", "FUNCTIONS", "METHODS", "ATEN", "WRAPPED", "rule_for", "torch_equivalent",
            "activation", "identity", "opaque", "mask_fill_value"]
 
 
@@ -463,6 +463,66 @@ def _call(kind: OpKind, axis_at: Optional[int] = None) -> Rule:
     return rule
 
 
+def _shape_of(arg: Any) -> Optional[tuple]:
+    tm = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
+    return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
+
+
+def _positions_of(ctx: OpContext, dims: Any, what: str, **fields) -> CanonicalOp:
+    """A POSITIONS op over ``dims`` (ints, or sizes capture recorded); OPAQUE when one is unknown."""
+    shape = _shape_of(ctx.node.args[0])
+    dims = [size_of(d) for d in dims]
+    if shape is None or None in dims:
+        return ctx.op(OpKind.OPAQUE, f"{what} along axes fxlaws cannot read ({ctx.node.name})")
+    return ctx.op(OpKind.POSITIONS, f"{what} ({ctx.node.name})", dims=tuple(sorted({d % len(shape) for d in dims})),
+                  **fields)
+
+
+def _roll(ctx: OpContext) -> CanonicalOp:
+    """roll(x, shifts, dims): positions move cyclically along ``dims``; no dims rolls the flattened
+    tensor (every axis)."""
+    dims = ctx.arg(2, "dims")
+    if dims is None or dims == [] or dims == ():
+        shape = _shape_of(ctx.node.args[0])
+        dims = range(len(shape)) if shape is not None else [None]
+    return _positions_of(ctx, dims if isinstance(dims, (list, tuple, range)) else [dims], "roll")
+
+
+def _flip(ctx: OpContext) -> CanonicalOp:
+    """flip(x, dims) (also ``x.flip(0, 1)``): positions reversed along ``dims``."""
+    dims = ctx.node.args[1:] if ctx.node.op == "call_method" and len(ctx.node.args) > 2 else ctx.arg(1, "dims", ())
+    return _positions_of(ctx, dims if isinstance(dims, (list, tuple)) else [dims], "flip")
+
+
+def _pad(constant_nd: bool) -> Rule:
+    """F.pad / aten.pad(x, pad, mode, value) and aten.constant_pad_nd(x, pad, value): ``pad`` holds
+    (before, after) per axis from the last one back. A zero fill is homogeneous and linear (rescaling
+    and mixing laws cross it, translations along the padded axes do not: "zero-fill"); reflect /
+    replicate / circular copy values; a non-zero fill value is affine (OPAQUE); negative pads crop."""
+    def rule(ctx: OpContext) -> CanonicalOp:
+        pad = ctx.arg(1, "pad")
+        mode = "constant" if constant_nd else ctx.arg(2, "mode", "constant")
+        value = ctx.arg(2 if constant_nd else 3, "value")
+        amounts = [size_of(p) for p in pad] if isinstance(pad, (list, tuple)) else [None]
+        if None in amounts or not isinstance(mode, str):
+            return ctx.op(OpKind.OPAQUE, f"pad by amounts fxlaws cannot read ({ctx.node.name})")
+        if mode == "constant" and value not in (None, 0, 0.0):
+            return ctx.op(OpKind.OPAQUE, f"pad with value {value} (affine, not homogeneous) ({ctx.node.name})")
+        dims = [-1 - i // 2 for i, p in enumerate(amounts) if p != 0]
+        fills = mode == "constant" and any(p > 0 for p in amounts)
+        return _positions_of(ctx, dims, f"pad ({mode})", flags=frozenset({"zero-fill"}) if fills else frozenset())
+    return rule
+
+
+def _stochastic_depth(ctx: OpContext) -> CanonicalOp:
+    """torchvision's ``stochastic_depth(x, p, mode, training)`` (a ``torch.fx.wrap``-ped function):
+    the identity at p = 0 or ``training=False``; else each sample (or the batch) is multiplied by a
+    random 0 or 1/(1-p), which keeps per-channel rescaling but not translations (as dropout)."""
+    p, training = ctx.arg(1, "p"), ctx.arg(3, "training", True)
+    inert = (is_number(p) and p == 0) or training is False
+    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=inert)
+
+
 def _getitem_aten(ctx: OpContext) -> CanonicalOp:  # x[:, 0], x[..., a:b], x[idx] in export graphs
     return ctx.op(OpKind.GETITEM, f"{ctx.target.__name__} ({ctx.node.name})")
 
@@ -530,6 +590,14 @@ FUNCTIONS: dict[Any, Rule] = {
     torch.stack: _call(OpKind.STACK, 1),
     torch.masked_fill: _masked_fill,
     torch.where: _where,
+    torch.roll: _roll, torch.flip: _flip, F.pad: _pad(False), torch.constant_pad_nd: _pad(True),
+    **{fn: _kind(OpKind.SHAPE) for fn in (torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like)},
+}
+
+#: Python functions that libraries hand to ``torch.fx.wrap`` (fx records a call, not its ops), by
+#: ``module.qualname``: matched without importing the library.
+WRAPPED: dict[str, Rule] = {
+    "torchvision.ops.stochastic_depth.stochastic_depth": _stochastic_depth,
 }
 
 #: tensor method name -> rule.
@@ -555,6 +623,8 @@ METHODS: dict[str, Rule] = {
     "expand": _call(OpKind.REPEAT), "repeat_interleave": _call(OpKind.REPEAT),
     "unbind": _call(OpKind.UNBIND, 1),
     "masked_fill": _masked_fill,
+    "roll": _roll, "flip": _flip,
+    **{m: _kind(OpKind.SHAPE, method_detail=".{name}()") for m in ("new_zeros", "new_ones", "new_empty", "new_full")},
 }
 
 
@@ -606,6 +676,10 @@ _ATEN_RULES: dict = {op: rule for op, rule in (
     (torch.ops.aten.slice.Tensor, _getitem_aten),
     (torch.ops.aten.index.Tensor, _getitem_aten),
     (getattr(torch.ops.aten.expand, "default", None), _call(OpKind.REPEAT)),
+    (torch.ops.aten.roll.default, _roll), (torch.ops.aten.flip.default, _flip),
+    (torch.ops.aten.pad.default, _pad(False)), (torch.ops.aten.constant_pad_nd.default, _pad(True)),
+    *((getattr(torch.ops.aten, name).default, _kind(OpKind.SHAPE)) for name in (
+        "new_zeros", "new_ones", "new_empty", "new_full", "zeros_like", "ones_like", "empty_like", "full_like")),
     # export's dtype/device checks: read a tensor's metadata only, return nothing
     (getattr(getattr(torch.ops.aten, "_assert_tensor_metadata", None), "default", None), _kind(OpKind.SHAPE)),
 ) if op is not None}
@@ -641,4 +715,7 @@ def rule_for(node: fx.Node, module: Optional[nn.Module] = None) -> tuple[Optiona
     if isinstance(target, torch._ops.OpOverload) and target.name() in _NAMED_OPS:
         return _NAMED_OPS[target.name()], target
     target = torch_equivalent(target)
-    return FUNCTIONS.get(target), target
+    rule = FUNCTIONS.get(target)
+    if rule is None and callable(target):
+        rule = WRAPPED.get(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}")
+    return rule, target

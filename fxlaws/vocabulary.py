@@ -44,6 +44,7 @@ class OpKind(_StrEnum):
     MATMUL = "matmul"        # product of two activations (x @ y; attention scores and mixing)
     ATTENTION = "attention"  # F.scaled_dot_product_attention (enable_gqa in ``flags``)
     REPEAT = "repeat"        # expand / repeat_interleave: copies of values along an axis
+    POSITIONS = "positions"  # roll / flip / pad: values moved (or padded: "zero-fill" in flags) along ``dims`` only
     UNBIND = "unbind"        # unbind along ``axis`` (tuple output)
     STACK = "stack"          # torch.stack along a new ``axis``
     MASK = "mask"            # masked_fill: entries where a mask holds replaced by a number

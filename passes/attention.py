@@ -35,7 +35,7 @@ from fxlaws.vocabulary import Arith, OpKind
 
 from .base import FxlawsPass, PassResult
 from .pipeline import AnnotateState
-from .spaces import shape_of
+from .spaces import map_reshape, shape_of
 
 __all__ = ["AttentionPass"]
 
@@ -73,6 +73,13 @@ def _keeps_key_shift(node: fx.Node, op: CanonicalOp) -> bool:
         value = mask_fill_value(node, op)
         return isinstance(value, float) and value == float("-inf")
     return False
+
+
+def _keeps_rows(node: fx.Node) -> bool:
+    """A reshape of the scores that keeps every query's row of keys whole (the last axis unchanged)."""
+    in_shape, out_shape = shape_of(node.args[0]) if isinstance(node.args[0], fx.Node) else None, shape_of(node)
+    return (bool(in_shape) and bool(out_shape) and in_shape[-1] == out_shape[-1]
+            and map_reshape(in_shape, out_shape, len(in_shape) - 1) == (len(out_shape) - 1, 1))
 
 
 def _value_users(node: fx.Node) -> set:
@@ -127,6 +134,10 @@ def _core(node: fx.Node) -> Optional[_Core]:
     shift_only = True
     while isinstance(scores, fx.Node) and get_op(scores).kind is not OpKind.MATMUL:
         op = get_op(scores)
+        if op.kind is OpKind.RESHAPE and _keeps_rows(scores):  # e.g. Swin's (windows, heads) split to add its mask
+            shift_only &= len(scores.users) == 1
+            scores = scores.args[0]
+            continue
         if not _is_score_op(op) or not isinstance(scores.args[op.data_arg], fx.Node):
             return None
         shift_only &= len(scores.users) == 1 and _keeps_key_shift(scores, op)

@@ -155,6 +155,16 @@ def _permute(walk: "Walk", node, op: CanonicalOp, flow: Flow):
     return flow.with_(axis=axes[flow.axis])
 
 
+def _positions(walk: "Walk", node, op: CanonicalOp, flow: Flow):
+    """roll / flip / pad along other axes: each channel keeps its values, at moved positions. A zero
+    fill is linear and homogeneous (rescaling and mixing cross it) but adds entries no translation
+    reaches."""
+    if flow.axis in op.dims:
+        walk.break_(flow, f"{op.detail} moves values along the axis that carries the channels")
+        return None
+    return flow.with_(translations=flow.translations and "zero-fill" not in op.flags)
+
+
 def _cut(pieces, lo: int, hi: int):
     """The pieces' channels inside positions [lo, hi), re-based at lo; None if a channel is cut."""
     out = []
@@ -336,7 +346,7 @@ SINGLE: dict[OpKind, Callable] = {
     OpKind.LINEAR: _linear, OpKind.MHA: _mha, OpKind.CONV: _conv, OpKind.NORM: _norm, OpKind.ACT: _act,
     OpKind.IDENTITY: _identity, OpKind.POOL: _pool, OpKind.REDUCE: _reduce, OpKind.RESHAPE: _reshape,
     OpKind.PERMUTE: _permute, OpKind.SPLIT: _split, OpKind.GETITEM: _getitem, OpKind.SOFTMAX: _softmax,
-    OpKind.GROUPED_MM: _grouped_mm,
+    OpKind.GROUPED_MM: _grouped_mm, OpKind.POSITIONS: _positions,
 }
 
 

@@ -27,6 +27,7 @@ Parameters that already carry a translation family (the partition's N1/T1/T2) or
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -129,15 +130,15 @@ def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed, row) -> frozenset:
                                        and (op.variant is Arith.MUL or user.args[0] is v)):
             return _right_aligned(shape, out_shape, out)
         return _NONE
-    if kind is OpKind.RESHAPE:
-        moved = {a: map_reshape(shape, out_shape, a) for a in range(len(shape))}
-        return frozenset(a for a, m in moved.items()
-                         if m is not None and m[1] == 1 and out_shape[m[0]] == shape[a] and m[0] in out)
+    if kind is OpKind.RESHAPE:  # a constant along axis a is constant along every output axis a splits into
+        return frozenset(a for a in range(len(shape)) if _covering(shape, out_shape, a) & out)
     if kind is OpKind.PERMUTE:
         axes = permuted_axes(user, len(shape))
         return frozenset(a for a in range(len(shape)) if axes is not None and axes[a] in out)
     if kind is OpKind.GETITEM and user.args[0] is v:
         return _indexed(user, shape, out)
+    if kind is OpKind.POSITIONS and user.args[0] is v:  # moved positions keep constants; zero fills do not
+        return out - frozenset(op.dims) if "zero-fill" in op.flags else out
     if kind is OpKind.CAT and len(out_shape) == len(shape):
         dim = op.axis % len(out_shape)
         return frozenset(a for a in out if a != dim)
@@ -163,26 +164,48 @@ def _other(user: fx.Node, v: fx.Node):
     return args[1] if args[0] is v else args[0]
 
 
+def _covering(shape, out_shape, a: int) -> frozenset:
+    """The output axes of a reshape that together hold exactly input axis ``a`` (one axis, or the axes
+    it is split into); empty when ``a`` is merged with another axis."""
+    lo = math.prod(shape[a + 1:])
+    hi = lo * shape[a]
+    axes, stride = [], 1
+    for b in range(len(out_shape) - 1, -1, -1):
+        if stride >= lo and stride * out_shape[b] <= hi:
+            axes.append(b)
+        stride *= out_shape[b]
+    exact = axes and math.prod(out_shape[b] for b in axes) == shape[a] and math.prod(out_shape[max(axes) + 1:]) == lo
+    return frozenset(axes) if exact else _NONE
+
+
 def _indexed(user: fx.Node, shape, out: frozenset) -> frozenset:
     """Slices (any range and step) keep a translation constant along the sliced axis; an int drops the
-    axis; tensor indices give nothing."""
-    mapping: dict[int, Optional[int]] = {}
+    axis; one tensor index gathers along its axis (a constant along it is constant along every axis
+    the index tensor puts in its place: a relative-position table read by an index map)."""
+    mapping: dict[int, tuple] = {}
     in_axis = out_axis = 0
-    for item in _index_of(user, len(shape)):
+    items = _index_of(user, len(shape))
+    if sum(isinstance(i, fx.Node) for i in items) > 1:
+        return _NONE
+    for item in items:
         if item is None:  # a new axis
             out_axis += 1
             continue
         if isinstance(item, slice) and not any(isinstance(x, fx.Node) for x in (item.start, item.stop, item.step)):
-            mapping[in_axis] = out_axis
+            mapping[in_axis] = (out_axis,)
             out_axis += 1
         elif isinstance(item, int):
-            mapping[in_axis] = None
+            mapping[in_axis] = ()
+        elif isinstance(item, fx.Node) and shape_of(item) is not None and not _is_bool(item):
+            k = len(shape_of(item))
+            mapping[in_axis] = tuple(range(out_axis, out_axis + k))
+            out_axis += k
         else:
             return _NONE
         in_axis += 1
     for a in range(in_axis, len(shape)):
-        mapping[a] = out_axis + a - in_axis
-    return frozenset(a for a, o in mapping.items() if o is not None and o in out)
+        mapping[a] = (out_axis + a - in_axis,)
+    return frozenset(a for a, o in mapping.items() if any(b in out for b in o))
 
 
 def _sources(node: fx.Node, axes: frozenset, laws: LawBuilder):

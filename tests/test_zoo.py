@@ -56,9 +56,6 @@ def test_zoo_model_annotates_and_is_sound(name):
 # Models below 90 % of the true count, each with the mechanism fxlaws lacks (README "Not handled yet").
 # strict: the test fails when one reaches 90 %, so the list stays true.
 INCOMPLETE: dict[str, str] = {
-    "tv/swin": "torchvision's shifted_window_attention is a torch.fx.wrap-ped function, opaque to the fx graph "
-               "(and under torch.export its roll/pad window shifts stop the channels): no law reaches into the "
-               "attention (A1/A2, the relative-position-bias translations) or norm1's affine (4 of 27)",
     "tv/mobilenet-v3": "the 16 'missing' are local laws of the squeeze-excite Hardsigmoid gates (homogeneous in z + 3 "
                        "until a gate saturates at z = 3): no draw saturates every gate, so D − dim Lie counts them "
                        "(activations_split is False); no global law is missing there",
