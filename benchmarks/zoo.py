@@ -11,8 +11,8 @@ Three tables, each measured in one run:
   laws' gradients), the true count ``D − dim Lie`` (``fxlaws.verify.completeness``), their ratio, and
   the verdict.
 * ``python benchmarks/zoo.py --full [--loaded] [names…]``: full-size configurations built on the meta device
-  (nothing allocated): the front end's own time (torch.fx tracing or torch.export, as annotate uses
-  it) and annotate's time, measured alternately in one fresh process per model (median of 3; the
+  (nothing allocated): the front end's own time (torch.fx tracing, torch.export, or both where the fx
+  graph calls ``torch.fx.wrap``-ped functions, as annotate uses them) and annotate's time, measured alternately in one fresh process per model (median of 3; the
   first front-end run is a warm-up, and a second front-end timing gives the A/A line), their ratio,
   and the process's peak RSS. ``--loaded``: the same with another process busy on every core.
 """
@@ -102,11 +102,13 @@ def _child(name: str) -> dict:
     args, kwargs = normalise_inputs(inputs)
     training_call(model, kwargs)
 
-    def front():
+    exported_for_wrapped = any(n.startswith("Captured with torch.export: torch.fx records") for n in ann.notes)
+
+    def front():  # what annotate's capture runs: fx, export, or fx then export (wrapped functions)
+        if ann.frontend != "export" or exported_for_wrapped:
+            _trace_fx(model, list(ann.opaque), {})
         if ann.frontend == "export":
             _trace_export(model, args, kwargs)
-        else:
-            _trace_fx(model, list(ann.opaque), {})
 
     front()  # warm-up (imports, caches)
     fronts, fronts_b, annotates = [], [], []

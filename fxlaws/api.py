@@ -74,7 +74,7 @@ def annotate(
     # One intra-op thread: annotate computes nothing large (shapes propagate on meta tensors, the
     # passes read index tensors and tiny matrices); extra threads only wait for busy cores.
     with one_thread():
-        cap = capture(model, example_inputs, frontend=frontend, leaf_modules=leaf_modules)
+        cap = capture(model, example_inputs, frontend=frontend, leaf_modules=leaf_modules, train=train)
         state = run_passes(ANNOTATE, AnnotateState(model, cap, train=train, loss=loss))
     gm, families, reasons = cap.graph_module, state.laws.families, state.laws.reasons
     canonical = state.laws.facts.canonical

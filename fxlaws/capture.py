@@ -198,7 +198,7 @@ def _trace_fx(model: nn.Module, leaf_modules: Sequence[str], concrete: dict,
                     "code into a submodule (it is then kept opaque), or pass "
                     "leaf_modules=['path.to.module']."
                 ) from exc
-            opaque[path] = f"untraceable forward ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            opaque[path] = f"untraceable forward ({type(exc).__name__}: {_first_line(exc)[:120]})"
             log.info("fx: keeping %s opaque: %s", path, opaque[path])
             leaves.add(path)
             continue
@@ -431,9 +431,11 @@ def front_end_noise_to_debug():
             log.debug("printed during capture:\n%s", printed.getvalue())
 
 
-def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, list]:
+def _trace_export(model: nn.Module, args: tuple, kwargs: dict, train: bool = True) -> tuple[fx.GraphModule, list]:
     """``torch.export.export(strict=False)`` → the unlifted GraphModule (parameters as get_attr,
-    aten ops) and the flat placeholder values. Modes and buffers are restored afterwards."""
+    aten ops) and the flat placeholder values. The model is exported in the mode analysed
+    (``train``: export specialises on ``self.training``, and an eval-mode export drops dropout, which
+    training applies); modes and buffers are restored afterwards."""
     from torch.utils import _pytree as pytree
 
     def on_call(cls, apply, args, kwargs):  # export would inline its forward and drop its backward
@@ -445,6 +447,7 @@ def _trace_export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
         return apply(*args, **kwargs)
 
     with preserved(model), _custom_autograd_functions(on_call), front_end_noise_to_debug():
+        model.train(train)
         program = torch.export.export(_TensorOutputs(model), args, kwargs, strict=False)
     gm = program.module()
     flat = pytree.tree_leaves((args, kwargs))
@@ -526,6 +529,11 @@ def wrapped_calls(gm: fx.GraphModule) -> list[str]:
     return sorted(set(names))
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's first message line (its type name when the message is empty)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     to_meta = lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v  # noqa: E731
     return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
@@ -537,6 +545,7 @@ def capture(
     *,
     frontend: str = "auto",
     leaf_modules: Sequence[str] = (),
+    train: bool = True,
 ) -> Capture:
     """Trace ``model`` and propagate shapes of ``example_inputs`` through it.
 
@@ -548,6 +557,7 @@ def capture(
             Transformer modules or forward hooks skip whole-model fx; with ``leaf_modules``, "auto"
             is fx with those submodules kept opaque).
         leaf_modules: qualified paths of submodules to keep opaque.
+        train: the mode analysed; torch.export traces the model in it.
 
     Returns:
         A :class:`Capture`.
@@ -586,29 +596,29 @@ def capture(
             hidden = wrapped_calls(gm)
             if hidden:  # functions fx only records a call of: export sees inside them
                 try:
-                    gm, inputs = _trace_export(model, args, kwargs)
+                    gm, inputs = _trace_export(model, args, kwargs, train)
                     used = "export"
                     notes.append(f"Captured with torch.export: torch.fx records {', '.join(hidden)} as single calls "
                                  "(torch.fx.wrap-ped functions, opaque to it); torch.export traces through them.")
                 except Exception as export_error:  # noqa: BLE001 - keep the fx graph, with those calls opaque
                     log.info("fx graph calls %s opaquely; torch.export failed too (%s): keeping the fx graph",
-                             hidden, str(export_error).splitlines()[0][:120])
+                             hidden, _first_line(export_error)[:120])
         except UntraceableModelError as fx_error:
             try:
-                gm, inputs = _trace_export(model, args, kwargs)
+                gm, inputs = _trace_export(model, args, kwargs, train)
                 used = "export"
             except Exception as export_error:  # export raises many kinds; fall back and say why
-                failures += [f"torch.fx (whole model): {str(fx_error).splitlines()[0][:300]}",
-                             f"torch.export: {type(export_error).__name__}: {str(export_error).splitlines()[0][:300]}"]
+                failures += [f"torch.fx (whole model): {_first_line(fx_error)[:300]}",
+                             f"torch.export: {type(export_error).__name__}: {_first_line(export_error)[:300]}"]
                 log.info("fx failed (%s); torch.export failed (%s); keeping submodules opaque",
-                         str(fx_error).splitlines()[0][:120], str(export_error).splitlines()[0][:120])
+                         _first_line(fx_error)[:120], _first_line(export_error)[:120])
     elif frontend == "export":
         try:
-            gm, inputs = _trace_export(model, args, kwargs)
+            gm, inputs = _trace_export(model, args, kwargs, train)
         except Exception as exc:
             raise UntraceableModelError(
                 f"torch.export cannot export {type(model).__name__}: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:300]}. Try frontend='fx' (untraceable submodules are kept opaque)."
+                f"{_first_line(exc)[:300]}. Try frontend='fx' (untraceable submodules are kept opaque)."
             ) from exc
         used = "export"
     if gm is None:
@@ -623,7 +633,7 @@ def capture(
             if not failures:
                 raise
             raise UntraceableModelError(_every_reason(model, failures + [
-                f"torch.fx with untraceable submodules kept opaque: {str(last).splitlines()[0]}"])) from last
+                f"torch.fx with untraceable submodules kept opaque: {_first_line(last)}"])) from last
         for path in hooked:  # a hook may change what the module computes: nothing crosses it
             opaque[path] = "forward hook (fx does not trace hooks; torch.export failed)"
     if inputs is None:

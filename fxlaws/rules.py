@@ -189,8 +189,15 @@ def _dropout_module(ctx: OpContext) -> CanonicalOp:
 
 def _dropout_fn(ctx: OpContext) -> CanonicalOp:
     p, training = ctx.arg(1, "p", 0.5), ctx.arg(2, "training", True)
-    inert = (is_number(p) and p == 0) or training is False
-    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=inert)
+    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=_inert(ctx, p, training))
+
+
+def _inert(ctx: OpContext, p: Any, training: Any) -> bool:
+    """A random op (dropout, stochastic depth) is the identity at p = 0, or with ``training=False``
+    when eval mode is analysed. fx records ``self.training`` as it was at trace time, so a
+    ``training=False`` traced from an eval-mode model says nothing about training (the default
+    analysis)."""
+    return (is_number(p) and p == 0) or (training is False and not ctx.train)
 
 
 def _embedding_module(ctx: OpContext) -> CanonicalOp:
@@ -482,10 +489,11 @@ def _roll(ctx: OpContext) -> CanonicalOp:
     """roll(x, shifts, dims): positions move cyclically along ``dims``; no dims rolls the flattened
     tensor (every axis)."""
     dims = ctx.arg(2, "dims")
-    if dims is None or dims == [] or dims == ():
+    if dims is None or dims == [] or dims == ():  # values move across rows: no axis keeps its constants
         shape = _shape_of(ctx.node.args[0])
-        dims = range(len(shape)) if shape is not None else [None]
-    return _positions_of(ctx, dims if isinstance(dims, (list, tuple, range)) else [dims], "roll")
+        return _positions_of(ctx, range(len(shape)) if shape is not None else [None], "roll of the flattened tensor",
+                             flags=frozenset({"flattened"}))
+    return _positions_of(ctx, dims if isinstance(dims, (list, tuple)) else [dims], "roll")
 
 
 def _flip(ctx: OpContext) -> CanonicalOp:
@@ -516,11 +524,9 @@ def _pad(constant_nd: bool) -> Rule:
 
 def _stochastic_depth(ctx: OpContext) -> CanonicalOp:
     """torchvision's ``stochastic_depth(x, p, mode, training)`` (a ``torch.fx.wrap``-ped function):
-    the identity at p = 0 or ``training=False``; else each sample (or the batch) is multiplied by a
+    the identity at p = 0 or when eval mode is analysed; else each sample (or the batch) is multiplied by a
     random 0 or 1/(1-p), which keeps per-channel rescaling but not translations (as dropout)."""
-    p, training = ctx.arg(1, "p"), ctx.arg(3, "training", True)
-    inert = (is_number(p) and p == 0) or training is False
-    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=inert)
+    return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=_inert(ctx, ctx.arg(1, "p"), ctx.arg(3, "training", True)))
 
 
 def _getitem_aten(ctx: OpContext) -> CanonicalOp:  # x[:, 0], x[..., a:b], x[idx] in export graphs

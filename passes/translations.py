@@ -138,6 +138,8 @@ def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed, row) -> frozenset:
     if kind is OpKind.GETITEM and user.args[0] is v:
         return _indexed(user, shape, out)
     if kind is OpKind.POSITIONS and user.args[0] is v:  # moved positions keep constants; zero fills do not
+        if "flattened" in op.flags:
+            return _NONE
         return out - frozenset(op.dims) if "zero-fill" in op.flags else out
     if kind is OpKind.CAT and len(out_shape) == len(shape):
         dim = op.axis % len(out_shape)
@@ -148,6 +150,11 @@ def _absorbs(user: fx.Node, v: fx.Node, shape, absorbed, row) -> frozenset:
 def _is_bool(node: fx.Node) -> bool:
     tm = node.meta.get("tensor_meta")
     return getattr(tm, "dtype", None) is torch.bool
+
+
+def _is_integer_index(node: fx.Node) -> bool:
+    """An index tensor of positions (int64 / int32), not a mask (bool, or uint8 as masks once were)."""
+    return getattr(node.meta.get("tensor_meta"), "dtype", None) in (torch.int64, torch.int32)
 
 
 def _right_aligned(shape, out_shape, out: frozenset) -> frozenset:
@@ -196,7 +203,7 @@ def _indexed(user: fx.Node, shape, out: frozenset) -> frozenset:
             out_axis += 1
         elif isinstance(item, int):
             mapping[in_axis] = ()
-        elif isinstance(item, fx.Node) and shape_of(item) is not None and not _is_bool(item):
+        elif isinstance(item, fx.Node) and _is_integer_index(item):
             k = len(shape_of(item))
             mapping[in_axis] = tuple(range(out_axis, out_axis + k))
             out_axis += k

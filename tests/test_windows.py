@@ -242,8 +242,9 @@ def test_a_wrapped_function_is_exported_by_default_and_opaque_under_fx():
 
 @pytest.mark.parametrize("p, mode", [(0.0, True), (0.5, False), (0.5, True)])
 def test_torchvision_stochastic_depth_is_read_without_export(p, mode):
-    """torchvision's ``stochastic_depth`` (wrapped for fx) is the identity at p = 0 or in eval mode,
-    else a random 0 or 1/(1 − p) per sample: rescaling laws cross it either way (R1 per hidden unit)."""
+    """torchvision's ``stochastic_depth`` (wrapped for fx) is the identity at p = 0, else (in the
+    training analysed, whatever mode the model was left in) a random 0 or 1/(1 − p) per sample:
+    rescaling laws cross it either way (R1 per hidden unit)."""
     ops = pytest.importorskip("torchvision.ops")
 
     class Block(nn.Module):
@@ -262,3 +263,102 @@ def test_torchvision_stochastic_depth_is_read_without_export(p, mode):
     assert (fam.theory, fam.count) == ("R1", 4)
     torch.manual_seed(0)
     assert_sound(model, ann, x)
+
+
+# --- review counterexamples: each attached a false law (or crashed) before its fix ----------------
+class _Stream(nn.Module):
+    """fc 3→4 → ``mid`` → LayerNorm(4) → head 4→2: N1 of fc holds only if ``mid`` keeps a constant
+    along the features constant along them."""
+
+    def __init__(self, mid):
+        super().__init__()
+        self.mid = mid
+        self.fc, self.ln, self.head = nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+        self.register_buffer("mask", torch.ones(5, 4, dtype=torch.uint8))
+
+    def forward(self, x):
+        return self.head(self.ln(self.mid(self, self.fc(x))))
+
+
+@pytest.mark.parametrize("mid", [
+    pytest.param(lambda m, h: torch.roll(h, 3), id="roll-flattened"),
+    pytest.param(lambda m, h: h.roll(1), id="roll-method-flattened"),
+    pytest.param(lambda m, h: h[m.mask].view(5, 4), id="uint8-mask",
+                 marks=pytest.mark.filterwarnings("ignore:indexing with dtype torch.uint8")),
+])
+def test_values_moved_across_rows_carry_no_translation(mid):
+    """A roll without dims (or a uint8 mask, which indexes as a mask) moves values across rows: a
+    shift constant along each row is no longer constant along the rows LayerNorm normalises."""
+    model = _Stream(mid).double()
+    x = torch.randn(5, 3, dtype=DT)
+    ann = fxlaws.annotate(model, x)
+    assert not [f for f in ann.laws if f.theory == "N1" and f.params[0].startswith("fc.")], ann.table()
+    assert_sound(model, ann, x)
+
+
+def test_stochastic_depth_traced_in_eval_mode_is_random_in_training():
+    """fx records ``self.training`` at trace time: a model left in eval mode must not make stochastic
+    depth the identity for the training analysis (its random per-sample factor breaks BatchNorm's
+    translation, N1 of the conv bias)."""
+    ops = pytest.importorskip("torchvision.ops")
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), ops.StochasticDepth(0.5, "row"), nn.BatchNorm2d(3),
+                          nn.Conv2d(3, 2, 1)).double().eval()
+    x = torch.randn(8, 2, 4, 4, dtype=DT)
+    ann = fxlaws.annotate(model, x)
+    assert not [f for f in ann.laws if f.theory == "N1" and f.params[0].startswith("0.")], ann.table()
+    assert model.training is False
+    model.train()
+    assert_sound(model, ann, x)
+
+
+def doubled(h: torch.Tensor) -> torch.Tensor:
+    return h * 2 if h.shape[-1] > 1 else h
+
+
+torch.fx.wrap("doubled")
+
+
+def test_export_for_a_wrapped_function_traces_the_training_mode():
+    """A model left in eval mode is exported in the mode analysed (training): its dropout stays in the
+    graph, so no N1 crosses it (an eval-mode export dropped it and attached a false N1)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.drop, self.ln, self.head = nn.Linear(3, 4), nn.Dropout(0.5), nn.LayerNorm(4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return doubled(self.head(self.ln(self.drop(self.fc(x)))))
+
+    model = M().double().eval()
+    x = torch.randn(5, 3, dtype=DT)
+    ann = fxlaws.annotate(model, x)
+    assert ann.frontend == "export" and model.training is False
+    assert not [f for f in ann.laws if f.theory == "N1"], ann.table()
+    model.train()
+    torch.manual_seed(0)
+    assert_sound(model, ann, x)
+
+
+def refuses_fake_tensors(h: torch.Tensor) -> torch.Tensor:
+    if type(h) is not torch.Tensor:
+        raise NotImplementedError  # no message
+    return h * 2
+
+
+torch.fx.wrap("refuses_fake_tensors")
+
+
+def test_an_export_failure_without_a_message_keeps_the_fx_graph():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc2(refuses_fake_tensors(torch.relu(self.fc1(x))))
+
+    model = M().double()
+    ann = fxlaws.annotate(model, torch.randn(5, 3, dtype=DT))
+    assert ann.frontend == "fx" and not ann.laws
+    assert "refuses_fake_tensors" in " ".join(ann.no_law.values()), ann.no_law
