@@ -15,7 +15,7 @@ added position table and class token. This pass finds those producers by one bac
   axis or a product with a number, whose output absorbs the axis ``a`` lands on. Anything else
   (activations, matmuls, softmax, dropout with p > 0, the model output) absorbs nothing.
 * Producers whose output absorbs its channel axis get the laws of their translation directions:
-  Linear — bias sum and weight column sums (``δW = 1 cᵀ`` shifts the output by ``⟨c, x⟩·1``); conv
+  Linear (and nn.MultiheadAttention's out_proj, applied last) — bias sum and weight column sums (``δW = 1 cᵀ`` shifts the output by ``⟨c, x⟩·1``); conv
   with ``groups == 1`` likewise per input channel and tap (bias only for grouped convs); a norm's
   shift β; an embedding — one sum per row (the same shift of every row, one sum per feature, when the
   absorbed axis is not the features); a parameter read directly (an added position table, a
@@ -157,6 +157,14 @@ def _is_integer_index(node: fx.Node) -> bool:
     return getattr(node.meta.get("tensor_meta"), "dtype", None) in (torch.int64, torch.int32)
 
 
+def _mha_output(node: fx.Node) -> Optional[str]:
+    """The module path when ``node`` is ``out`` of an ``nn.MultiheadAttention`` call (``mha(...)[0]``)."""
+    src = node.args[0] if node.args else None
+    if len(node.args) == 2 and node.args[1] == 0 and isinstance(src, fx.Node) and get_op(src).kind is OpKind.MHA:
+        return get_op(src).module
+    return None
+
+
 def _right_aligned(shape, out_shape, out: frozenset) -> frozenset:
     """Broadcasting: axis a of the input is axis a + (out ndim − in ndim) of the output; a translation
     constant along a stays constant along it however the other axes broadcast."""
@@ -244,6 +252,12 @@ def _sources(node: fx.Node, axes: frozenset, laws: LawBuilder):
         elif "row-local-gradients" not in op.flags:  # along another axis: the same shift of every row
             rows = shapes[op.weight][0]
             yield Slot.full(op.weight, 0, rows), rows, rows
+    elif op.kind is OpKind.GETITEM and _mha_output(node) is not None and len(shape) - 1 in axes:
+        # nn.MultiheadAttention's output: its out_proj is a Linear applied last (THEORY N1 as for a Linear)
+        path, d = _mha_output(node), shape[-1]
+        for name in (f"{path}.out_proj.weight", f"{path}.out_proj.bias"):
+            if name in shapes:
+                yield Slot.full(name, 0, d), d, d
     elif op.kind is OpKind.PARAM and str(node.target) in shapes:
         axis = max(axes)  # one axis: translations along two axes share their constant direction
         yield Slot.full(str(node.target), axis, shape[axis]), shape[axis], shape[axis]

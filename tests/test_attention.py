@@ -866,3 +866,34 @@ def test_hf_gpt2_conv1d_attention(frontend):
         oh = o[2 * h:2 * h + 2, :]  # Conv1D: out = a @ W, so head h's output block is W's rows
         torch.testing.assert_close(one(ann, "attention-vo", "A2").evaluate(p)[h], vbar @ vbar.T - oh @ oh.T,
                                    rtol=1e-12, atol=1e-12)
+
+
+class MHAStream(nn.Module):
+    """x + MultiheadAttention(x)[0], read only by a LayerNorm, then a head (tv ViT's encoder layer)."""
+
+    def __init__(self, d=4, h=2):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(d, h, batch_first=True)
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, 3)
+
+    def forward(self, x):
+        return self.head(self.ln(x + self.mha(x, x, x, need_weights=False)[0]))
+
+
+def test_mha_out_proj_translations_into_a_normalised_stream_by_hand():
+    """THEORY N1: the stream after the residual add is read only by the LayerNorm, so a shift of
+    out_proj's output by c·1 (its bias, or ``δW = 1 aᵀ``) is removed: Σ_j b_j and Σ_j W[j, :] are
+    conserved — 1 + d = 5 laws, derived here from the weights."""
+    model, x = random_biases(MHAStream().double()), tokens(4)
+    ann = fxlaws.annotate(model, x)
+
+    def hand(p):
+        return torch.cat([p["mha.out_proj.weight"].sum(0), p["mha.out_proj.bias"].sum().reshape(1)])
+
+    fams = sorted((f for f in ann.laws if f.theory == "N1" and f.params[0].startswith("mha.out_proj")),
+                  key=lambda f: f.params[0], reverse=True)
+    assert sum(f.count for f in fams) == 5, ann.table()
+    got = torch.cat([f.evaluate(params_of(model)).reshape(-1) for f in fams])
+    torch.testing.assert_close(got, hand(params_of(model)), rtol=1e-12, atol=1e-12)
+    assert helpers.worst_rel_inner(model, loss_of(model, x), hand) < 1e-12
+    assert_sound(model, ann, x)
