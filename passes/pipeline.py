@@ -35,6 +35,8 @@ class AnnotateState:
         partition: channel spaces and coupling classes (written by PartitionPass).
         laws: the law families and the reasons for missing ones (written by AttachLawsPass, extended
             by AttentionPass).
+        absorbed: for each value, the axes along which every use absorbs translations (written by
+            TranslationPass, read by SharedShiftPass).
         history: the passes that ran, in order, and whether each changed anything.
     """
 
@@ -44,6 +46,7 @@ class AnnotateState:
     loss: Optional[str] = None
     partition: Optional["Partition"] = None
     laws: Optional["LawBuilder"] = None
+    absorbed: Optional[dict] = None
     history: list[tuple[str, bool]] = field(default_factory=list)
 
     @property

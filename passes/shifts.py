@@ -42,7 +42,8 @@ _CHAIN = frozenset({OpKind.ADD, OpKind.CAT, OpKind.RESHAPE, OpKind.PERMUTE, OpKi
 
 
 class SharedShiftPass(FxlawsPass[AnnotateState]):
-    """Reads the normalised graph and ``state.laws``; adds T3 families (``kind="translation"``)."""
+    """Reads the normalised graph, ``state.laws`` and ``state.absorbed`` (recomputed when TranslationPass did
+    not run); adds T3 families (``kind="translation"``)."""
 
     def requires(self, state: AnnotateState) -> None:
         if state.laws is None:
@@ -56,7 +57,7 @@ class SharedShiftPass(FxlawsPass[AnnotateState]):
             end = _end_of(node) if get_op(node).kind in _SOURCES else None
             if end is not None:
                 by_end.setdefault(end, []).extend(_sources(node, params))
-        absorbed = None
+        absorbed = state.absorbed
         before = len(laws.families)
         for end, sources in by_end.items():
             if len({(s[0], s[1], s[2]) for s in sources}) < 2:
@@ -145,7 +146,7 @@ def _cancelling(gm: fx.GraphModule, end: fx.Node, sources, axis: int) -> list[li
     if null.shape[0] == 0 or float((null @ stacks[1]).abs().max()) > 1e-9 * float(stacks[1].abs().max()):
         return []
     # each combination scaled so its largest coefficient is ±1 (integers where the sum is of ±1 terms)
-    return [[round(float(c / row.abs().max()), 12) for c in row] for row in null]
+    return [[round(c, 12) for c in (row / row.abs().max()).tolist()] for row in null]
 
 
 def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: fx.Node, axis: int) -> Optional[list]:
@@ -162,7 +163,7 @@ def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: f
         if ind is not None:
             labels = torch.round(ind)
             if float((ind - labels).abs().max()) < 1e-9 and bool(((labels >= 0) & (labels <= len(mine))).all()):
-                return [(labels == i + 1).to(ind.dtype) for i in range(len(mine))]
+                return list((labels[None, :] == rows).to(ind.dtype))  # row i's indicator: where label i + 1 sits
     out = []
     for s in mine:
         try:

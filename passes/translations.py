@@ -52,7 +52,8 @@ _SUFFIX = {"N1": "stream", "T2": "softmax"}
 
 
 class TranslationPass(FxlawsPass[AnnotateState]):
-    """Reads the normalised graph and ``state.laws``; adds N1 families (``kind="translation"``)."""
+    """Reads the normalised graph and ``state.laws``; adds N1 families (``kind="translation"``) and
+    writes ``state.absorbed``."""
 
     def requires(self, state: AnnotateState) -> None:
         if state.laws is None:
@@ -61,6 +62,7 @@ class TranslationPass(FxlawsPass[AnnotateState]):
     def call(self, state: AnnotateState) -> PassResult[AnnotateState]:
         laws = state.laws
         absorbed, rows = _sweep(state.graph_module.graph)
+        state.absorbed = absorbed
         covered = {p for fam in laws.families if fam.kind == "translation" for p in fam.params}
         before = len(laws.families)
         for node, axes in absorbed.items():
