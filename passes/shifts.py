@@ -5,7 +5,8 @@ several parameter tables into their input stream. Shifting every row of one tabl
 and every row of another by ``−u`` leaves the sum — and so the loss — unchanged, for every ``u``:
 a translation symmetry in parameter space, whose law is the difference of the two tables' row sums
 (a vector over the features). Which combinations cancel is read numerically, not by pattern: each
-*source* (all rows of an embedding, a bias, one row of a parameter read directly) contributes the
+*source* (all rows of an embedding, or each row it reads when a fixed buffer of position ids
+chooses them; a bias; one row of a parameter read directly, a 1-D one being one row) contributes the
 field ``indicator ⊗ u`` to the value where the sum ends; the chain ops (adds, concatenations along
 other axes, reshapes, permutes, expands, identities) are replayed on those fields, and the null space
 of the stacked fields gives the combinations (checked with a second ``u``).
@@ -77,12 +78,22 @@ class SharedShiftPass(FxlawsPass[AnnotateState]):
 
 
 def _sources(node: fx.Node, params: dict):
-    """(param, feature axis, row or None, node, field maker) for the shifts ``node`` makes in its output."""
+    """(param, feature axis, row or None, node, field maker[, labelled field maker]) for the shifts ``node``
+    makes in its output; sources of one row each also give the field of all rows at once, row r
+    labelled r + 1 (one replay for every row)."""
     op, shape = get_op(node), shape_of(node)
     if shape is None or not shape:
         return
     if op.kind is OpKind.EMBEDDING and op.weight in params and "row-local-gradients" not in op.flags:
-        yield op.weight, 1, None, node, lambda u: u.expand(shape).clone()
+        index = _constant_index(node)
+        if index is None or index.numel() == 0:  # rows chosen by the data: every row shifts alike
+            yield op.weight, 1, None, node, lambda u: u.expand(shape).clone()
+            return
+        # rows looked up by a fixed buffer (position ids): each row read is a source of its own, at the
+        # positions it lands (CLIP's class token and position row 0 summed into one value)
+        labelled = lambda u, lab: lab[index].unsqueeze(-1) * u  # noqa: E731 - row r carries label lab[r]
+        for r in torch.unique(index).tolist():
+            yield op.weight, 1, r, node, lambda u, r=r: (index == r).unsqueeze(-1).to(u.dtype) * u, labelled
     elif op.kind is OpKind.LINEAR and op.bias in params and params[op.bias].dim() == 1:
         yield op.bias, 0, None, node, lambda u: u.expand(shape).clone()
     elif op.kind is OpKind.CONV and op.bias in params and len(shape) > 2:
@@ -94,12 +105,31 @@ def _sources(node: fx.Node, params: dict):
             yield op.bias, 0, None, node, lambda u: u.reshape(-1, *[1] * (len(shape) - 2)).expand(shape).clone()
     elif op.kind is OpKind.PARAM and str(node.target) in params and params[str(node.target)].requires_grad:
         rows = math.prod(shape[:-1])
-        for r in range(rows if len(shape) > 1 and rows <= _MAX_ROWS else 0):
+        labelled_rows = lambda u, lab: (lab[:rows, None] * u).reshape(shape)  # noqa: E731
+        for r in range(rows if rows <= _MAX_ROWS else 0):  # a 1-D parameter (a class token) is one row
             def field(u, r=r):
                 f = torch.zeros(rows, shape[-1], dtype=u.dtype)
                 f[r] = u
                 return f.reshape(shape)
-            yield str(node.target), len(shape) - 1, r, node, field
+            yield str(node.target), len(shape) - 1, r, node, field, labelled_rows
+
+
+def _constant_index(node: fx.Node) -> Optional[torch.Tensor]:
+    """The indices an embedding reads when they are a buffer of the model read as it is (a ``get_attr``
+    of integer values, not mutated in the graph: position ids), else None."""
+    op = node.target if node.op == "call_function" else None
+    index = node.args[1] if op is torch.ops.aten.embedding.default or op is torch.embedding else node.args[0]
+    if not isinstance(index, fx.Node) or index.op != "get_attr" or any(u.op == "call_method" and str(u.target).endswith("_")
+                                                                      or getattr(getattr(u.target, "_schema", None), "is_mutable", False)
+                                                                      for u in index.users):
+        return None
+    try:
+        value = index.graph.owning_module.get_buffer(str(index.target))
+    except AttributeError:
+        return None
+    if value.is_meta or value.dtype not in (torch.int64, torch.int32):
+        return None
+    return value.detach().long()
 
 
 def _end_of(node: fx.Node) -> Optional[fx.Node]:
@@ -154,16 +184,21 @@ def _indicators(gm: fx.GraphModule, node: fx.Node, mine, u: torch.Tensor, end: f
     replayed at once, labelled 1, 2, …: where each end position holds one row's label, that is its
     indicator (one replay, not one per row); otherwise each row is replayed alone."""
     if len(mine) > 1:
-        shape = shape_of(node)  # a parameter read directly, one source per row (in order)
-        if shape[-1] != u.shape[0]:
+        # one source per row (a parameter read directly, or the rows a fixed index reads), each row's
+        # field labelled by its row number + 1 (``labelled``)
+        if shape_of(node)[-1] != u.shape[0]:
             return None  # its features are not the end's
-        rows = torch.arange(1, len(mine) + 1, dtype=u.dtype)[:, None]
-        labelled = (rows * u).reshape(shape)
-        ind = _indicator(gm, node, labelled, u, end, axis)
-        if ind is not None:
-            labels = torch.round(ind)
-            if float((ind - labels).abs().max()) < 1e-9 and bool(((labels >= 0) & (labels <= len(mine))).all()):
-                return list((labels[None, :] == rows).to(ind.dtype))  # row i's indicator: where label i + 1 sits
+        rows = [s[2] for s in mine]
+        lab = torch.arange(1, max(rows) + 2, dtype=u.dtype)
+        ind, ind_sq = (_indicator(gm, node, mine[0][5](u, labels), u, end, axis) for labels in (lab, lab ** 2))
+        if ind is not None and ind_sq is not None:
+            # a position holding row r's field alone reads r + 1, and (r + 1)² in the squared labelling;
+            # a sum or multiple of fields cannot read both (then each row is replayed alone)
+            row = torch.round(ind) - 1
+            known = torch.isin(row, torch.tensor([-1, *rows], dtype=row.dtype))
+            if bool(known.all()) and float((ind - row - 1).abs().max()) < 1e-9 and float(
+                    (ind_sq - (row + 1) ** 2).abs().max()) < 1e-9 * max(rows) ** 2 + 1e-9:
+                return list((row[None, :] == torch.tensor(rows, dtype=row.dtype)[:, None]).to(ind.dtype))
     out = []
     for s in mine:
         try:

@@ -1206,3 +1206,41 @@ def test_a_gain_read_twice_through_an_addition_carries_no_law():
     x, y = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     ann = annotate(model, (x, y))
     assert not [f for f in ann.laws if "w" in f.params], [f.formula for f in ann.laws]
+
+
+class _ClassTokenAndLookedUpPositions(nn.Module):
+    """CLIP's embeddings: a class token (d,) before the patch tokens, plus a position table looked up by
+    a fixed ``position_ids`` buffer, then LayerNorm (the stream is normalised) and a head."""
+
+    def __init__(self, d: int = 4, patches: int = 3):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(d))
+        self.patch = nn.Linear(3, d, bias=False)
+        self.pos = nn.Embedding(patches + 1, d)
+        self.register_buffer("position_ids", torch.arange(patches + 1)[None])
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 2)
+
+    def forward(self, x):
+        tokens = torch.cat([self.cls.expand(x.shape[0], 1, -1), self.patch(x)], dim=1)
+        return self.head(self.norm(tokens + self.pos(self.position_ids)))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_class_token_against_the_position_row_it_meets_by_hand(frontend):
+    """THEORY T3: the class token and row 0 of the position table are summed into token 0 only, so
+    ``cls + u`` with ``pos[0] − u`` changes nothing: ``cls − pos.weight[0]`` is conserved. The stream is
+    normalised, so its feature sum is already the difference of two N1 laws: d − 1 = 3 new laws. Row 1
+    meets a patch, not the class token: ``cls − pos.weight[1]`` moves."""
+    model = _ClassTokenAndLookedUpPositions().double()
+    x = torch.randn(2, 3, 3, dtype=DT)
+    ann = annotate(model, x, frontend=frontend)
+    (fam,) = [f for f in ann.laws if f.theory == "T3"]
+    assert fam.count == 3, ann.table()
+    p = params_of(model)
+    got = fam.evaluate(p).reshape(-1)
+    hand = p["cls"] - p["pos.weight"][0]
+    torch.testing.assert_close(got * torch.sign(got[0] / hand[0]), hand, rtol=1e-12, atol=1e-12)
+    loss = model(x).pow(2).sum()
+    assert worst_rel_inner(model, loss, lambda q: q["cls"] - q["pos.weight"][0]) < 1e-12
+    assert worst_rel_inner(model, model(x).pow(2).sum(), lambda q: q["cls"] - q["pos.weight"][1]) > 1e-4
+    assert_sound(model, ann, x)
