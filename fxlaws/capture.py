@@ -234,7 +234,7 @@ class _ShapeInterpreter(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         if n.op in ("call_module", "call_function", "call_method"):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
-            fast = output_like(self.module, n, args, kwargs)  # the commonest layers, without their meta kernels
+            fast = output_like(self.module, n, args, kwargs, self.submodules)  # the commonest layers, no meta kernels
             if fast is not None:
                 return self._record(n, fast)
         try:
@@ -314,19 +314,19 @@ def _placeholder_values(model: nn.Module, gm: fx.GraphModule, args: tuple, kwarg
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module):
-    """Restore every module's train/eval flag and every buffer's value on exit."""
+def preserved(model: nn.Module, buffers: bool = True):
+    """Restore every module's train/eval flag and (``buffers``) every buffer's value on exit."""
     modes = {m: m.training for m in model.modules()}
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"}
+    saved = {name: b.detach().clone() for name, b in model.named_buffers() if b.device.type != "meta"} if buffers else {}
     try:
         yield model
     finally:
         for m, mode in modes.items():
             m.training = mode
         with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in buffers and not torch.equal(b, buffers[name]):
-                    b.copy_(buffers[name])
+            for name, b in model.named_buffers() if saved else ():
+                if name in saved and not torch.equal(b, saved[name]):
+                    b.copy_(saved[name])
 
 
 @contextlib.contextmanager
@@ -349,7 +349,8 @@ def run_graph(model: nn.Module, interpreter: fx.Interpreter, inputs: Sequence, *
     shapes and dtypes for the run (nothing is computed: the cost does not grow with FLOPs, dtype or
     the machine's load); the model itself is not touched.
     """
-    with preserved(model), torch.no_grad():
+    # on meta, parameters and buffers are swapped for stand-ins: no real buffer can change
+    with preserved(model, buffers=not meta), torch.no_grad():
         model.eval()
         if not meta:
             return interpreter.run(*inputs)

@@ -180,13 +180,15 @@ def _sdpa(args: tuple, kwargs: dict) -> Optional[Tensor]:
     return _like(q, (*q.shape[:-1], v.shape[-1]))
 
 
-def output_like(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Optional[Tensor]:
+def output_like(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict,
+                submodules: Optional[dict] = None) -> Optional[Tensor]:
     """A meta tensor with the shape and dtype ``node``'s op would return on ``args``/``kwargs``, or
     None where no rule here applies (then the op's own meta kernel must run): modules with hooks,
-    any argument form the rules do not know, any error while checking."""
+    any argument form the rules do not know, any error while checking. ``submodules``: ``gm``'s
+    modules by qualified name, when the caller has them (an ``fx.Interpreter`` does)."""
     try:
         if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
+            mod = submodules[node.target] if submodules is not None else gm.get_submodule(node.target)
             if _hooked(mod):
                 return None  # a hook may change the output (capture keeps hooked modules as leaves)
             return _module(mod, args, kwargs)

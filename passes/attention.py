@@ -262,21 +262,22 @@ def _head_table(value, transposed: bool):
 def _rows_slot(param: str, table: torch.Tensor, channels: int, axis: int = 0) -> Optional[Slot]:
     """Slot whose virtual channel h·dh + d is index table[h, d] along ``axis`` of ``param``
     (contiguous per head): projection rows (or an [in, out] weight's columns, HF Conv1D)."""
-    pieces = []
     dh = table.shape[1]
-    for h, rows in enumerate(table.tolist()):
-        if rows != list(range(rows[0], rows[0] + dh)):
-            return None
-        pieces.append(Piece(h * dh, (h + 1) * dh, rows[0]))
-    return Slot(param, axis, tuple(pieces), channels)
+    if not torch.equal(table - table[:, :1], torch.arange(dh).expand_as(table)):
+        return None
+    pieces = tuple(Piece(h * dh, (h + 1) * dh, first) for h, first in enumerate(table[:, 0].tolist()))
+    return Slot(param, axis, pieces, channels)
 
 
 def _blocks(table: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     """The distinct rows of a head table (kv blocks, in order of appearance) and each head's block."""
     blocks: dict = {}
-    for row in table.tolist():
-        blocks.setdefault(tuple(row), len(blocks))
-    return torch.tensor(list(blocks), dtype=torch.long), [blocks[tuple(row)] for row in table.tolist()]
+    first: list[int] = []
+    for h, row in enumerate(map(tuple, table.tolist())):
+        if row not in blocks:
+            blocks[row] = len(blocks)
+            first.append(h)
+    return table[first], [blocks[row] for row in map(tuple, table.tolist())]
 
 
 def _pairs(rope: _Rope, reads: dict) -> Optional[tuple[tuple[int, int], ...]]:
@@ -381,6 +382,7 @@ class _HeadLaws:
         self.proj_in = search.outs[core.node]
         self.module = get_op(core.node).module
         self._tables: dict = {}
+        self._rows: dict = {}  # role -> the producer rows its table reads (_disjoint, per law)
         # Every use of a producer must stay inside this core's chains (exclusivity); where q, k, v
         # come from one packed projection, the rows each reads are checked disjoint (_disjoint).
         self.allowed = set().union(*(ch for _, ch in core.chains.values()))
@@ -415,7 +417,9 @@ class _HeadLaws:
             table = self._table(role)
             if table is None:
                 return False
-            rows[role] = (self.core.chains[role][0], set(table.flatten().tolist()))
+            if role not in self._rows:
+                self._rows[role] = set(table.flatten().tolist())
+            rows[role] = (self.core.chains[role][0], self._rows[role])
         for role in roles:
             producer, mine = rows[role]
             if any(p is producer and mine & other for r, (p, other) in rows.items() if r != role):
@@ -603,7 +607,8 @@ class _IndexInterpreter(fx.Interpreter):
     def run_node(self, n: fx.Node):
         tm = n.meta.get("tensor_meta")
         if n in self.producers:
-            value = torch.arange(tm.shape[-1], dtype=_index_dtype(tm.shape[-1])).expand(*tm.shape).clone()
+            # expanded views, not copies: only layout ops (views) and the readers below touch them
+            value = torch.arange(tm.shape[-1], dtype=_index_dtype(tm.shape[-1])).expand(*tm.shape)
         elif n in self.cores:
             shape = tuple(tm.shape)  # (batch, *heads, T, dh)
             hs, dh = shape[1:-2], shape[-1]
@@ -612,7 +617,7 @@ class _IndexInterpreter(fx.Interpreter):
                 n_heads *= h
             dtype = _index_dtype(n_heads * dh)
             head = torch.arange(n_heads, dtype=dtype).view(1, *hs, 1, 1) if hs else torch.zeros(1, 1, 1, dtype=dtype)
-            value = (head * dh + torch.arange(dh, dtype=dtype)).expand(*shape).clone()
+            value = (head * dh + torch.arange(dh, dtype=dtype)).expand(*shape)
         elif n in self.passthrough:
             value = self.env[self.passthrough[n]]
         elif get_op(n).kind is OpKind.RESHAPE and isinstance(n.args[0], fx.Node):
