@@ -524,8 +524,9 @@ def _pad(constant_nd: bool) -> Rule:
 
 def _stochastic_depth(ctx: OpContext) -> CanonicalOp:
     """torchvision's ``stochastic_depth(x, p, mode, training)`` (a ``torch.fx.wrap``-ped function):
-    the identity at p = 0 or when eval mode is analysed; else each sample (or the batch) is multiplied by a
-    random 0 or 1/(1-p), which keeps per-channel rescaling but not translations (as dropout)."""
+    the identity at p = 0, or with ``training=False`` when eval mode is analysed (:func:`_inert`); else
+    each sample (or the batch) is multiplied by a random 0 or 1/(1-p), which keeps per-channel
+    rescaling but not translations (as dropout)."""
     return ctx.op(OpKind.IDENTITY, ctx.where(), allows_mixing=_inert(ctx, ctx.arg(1, "p"), ctx.arg(3, "training", True)))
 
 

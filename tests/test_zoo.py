@@ -130,3 +130,13 @@ def test_zoo_model_invariance(name):
     bad = [r for r in result.rows if max(r.output_change, r.law_error) > (1e-5 if inside in r.family else limit)]
     assert not bad, f"{name}\n{result}"
     assert all(why.startswith("approximate") for why in result.skipped.values()), result.skipped
+
+
+def test_whisper_encoder_is_complete_at_a_draw_where_the_lie_rank_is_generic():
+    """The table's Whisper row reads 30 of 31 at seed 0: there the 190th Lie-algebra direction falls
+    under completeness' 1e-8 singular-value threshold. The generic rank is the largest over θ, and at
+    seed 2 it is 190, so the true count is at most D − 190 = 30 = the laws attached (all sound)."""
+    model, inputs, _ = build_micro("hf/whisper-encoder")
+    ann = fxlaws.annotate(model, inputs)
+    result = completeness(model, inputs, ann=ann, seed=2)
+    assert result.dim_lie == result.D - 30 and result.verdict == "complete", str(result)
