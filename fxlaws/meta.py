@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch.fx as fx
+
 from .errors import PassOrderError
 from .vocabulary import Arith, NormKind, OpKind
 
@@ -103,6 +105,12 @@ def is_number(arg) -> bool:
     if isinstance(arg, (int, float)):
         return True
     return getattr(arg, "op", None) in ("call_function", "call_method") and "tensor_meta" not in arg.meta
+
+
+def shape_of(node) -> Optional[tuple[int, ...]]:
+    """The recorded shape of a tensor-valued node (None for non-tensors and non-nodes)."""
+    tm = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
 
 
 def size_of(arg) -> Optional[int]:

@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .meta import CanonicalOp, is_number, size_of
+from .meta import CanonicalOp, is_number, shape_of, size_of
 from .vocabulary import Arith, NormKind, OpKind
 
 __all__ = ["OpContext", "Rule", "MODULES", "FUNCTIONS", "METHODS", "ATEN", "WRAPPED", "rule_for", "torch_equivalent",
@@ -470,14 +470,9 @@ def _call(kind: OpKind, axis_at: Optional[int] = None) -> Rule:
     return rule
 
 
-def _shape_of(arg: Any) -> Optional[tuple]:
-    tm = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
-    return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
-
-
 def _positions_of(ctx: OpContext, dims: Any, what: str, **fields) -> CanonicalOp:
     """A POSITIONS op over ``dims`` (ints, or sizes capture recorded); OPAQUE when one is unknown."""
-    shape = _shape_of(ctx.node.args[0])
+    shape = shape_of(ctx.node.args[0])
     dims = [size_of(d) for d in dims]
     if shape is None or None in dims:
         return ctx.op(OpKind.OPAQUE, f"{what} along axes fxlaws cannot read ({ctx.node.name})")
@@ -490,7 +485,7 @@ def _roll(ctx: OpContext) -> CanonicalOp:
     tensor (every axis)."""
     dims = ctx.arg(2, "dims")
     if dims is None or dims == [] or dims == ():  # values move across rows: no axis keeps its constants
-        shape = _shape_of(ctx.node.args[0])
+        shape = shape_of(ctx.node.args[0])
         return _positions_of(ctx, range(len(shape)) if shape is not None else [None], "roll of the flattened tensor",
                              flags=frozenset({"flattened"}))
     return _positions_of(ctx, dims if isinstance(dims, (list, tuple)) else [dims], "roll")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import networkx as nx
 import torch.fx as fx
 
 from fxlaws.laws.slots import Piece, Slot
-from fxlaws.meta import CanonicalOp
+from fxlaws.meta import CanonicalOp, shape_of
 
 __all__ = ["Sink", "NormSink", "Terminal", "Space", "Coupling", "Partition", "Flow", "shape_of", "map_reshape", "permuted_axes"]
 
@@ -139,14 +139,6 @@ class Flow:
     @property
     def space_ids(self) -> set[int]:
         return {sid for sid, _ in self.pieces}
-
-
-def shape_of(node: Any) -> Optional[tuple[int, ...]]:
-    """The recorded shape of a tensor-valued node (None for non-tensors and non-nodes)."""
-    if not isinstance(node, fx.Node):
-        return None
-    tm = node.meta.get("tensor_meta")
-    return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
 
 
 def permuted_axes(node: fx.Node, ndim: int) -> Optional[list[int]]:

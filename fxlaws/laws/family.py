@@ -75,6 +75,16 @@ class GramTerms:
         return out
 
 
+def _summed_blocks(per_term, blocks: int) -> Tensor:
+    """``Σ_t coef_t · (term t's per-head values summed into blocks)`` from ``(coef, groups, per head)``."""
+    out = None
+    for coef, groups, per_head in per_term:
+        g = _into_blocks(per_head, groups, blocks)
+        g = g if coef == 1 else g * coef
+        out = g if out is None else out + g
+    return out
+
+
 def _into_blocks(per_head: Tensor, groups: tuple[int, ...], blocks: int) -> Tensor:
     """Head h's slice of ``per_head`` added into block ``groups[h]``: shape ``(blocks, …)``."""
     return per_head.new_zeros(blocks, *per_head.shape[1:]).index_add(0, index_tensor(groups, per_head.device), per_head)
@@ -105,12 +115,7 @@ class BlockGramTerms:
         return _into_blocks(per_head, groups, self.blocks)
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
-        out = None
-        for coef, groups, g in self.head_grams(params):
-            g = self.to_blocks(g, groups)
-            g = g if coef == 1 else g * coef
-            out = g if out is None else out + g
-        return out
+        return _summed_blocks(self.head_grams(params), self.blocks)
 
 
 @dataclass(frozen=True)
@@ -142,12 +147,7 @@ class PairTerms:
         return _into_blocks(per_head, groups, self.blocks)
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
-        out = None
-        for coef, groups, per_head in self.pair_squares(params):
-            g = self.to_blocks(per_head, groups)
-            g = g if coef == 1 else g * coef
-            out = g if out is None else out + g
-        return out
+        return _summed_blocks(self.pair_squares(params), self.blocks)
 
 
 @dataclass(frozen=True)
